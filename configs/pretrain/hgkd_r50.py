@@ -1,0 +1,65 @@
+# H-GKD, paper-scale recipe (docs: ../../../shared/docs/method.md, "Paper-scale recipe"):
+# MAE ViT-B/16 (mmpretrain zoo, 1600 e) teaches a sparse ResNet-50 on ImageNet-1K,
+# 224 px, mask ratio 0.6, LAMB, 800 epochs, batch 4096 (8 GPUs x 512), AMP, SyncBN.
+_base_ = [
+    'mmpretrain::_base_/datasets/imagenet_bs512_mae.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+
+data_root = 'data/imagenet/'
+data_hint = ('ImageNet-1K is expected under data/imagenet/ (train/ with one folder per class, '
+             'as mmpretrain). Without it, run the offline demo: `make demo` (README.md).')
+teacher_checkpoint = ('https://download.openmmlab.com/mmselfsup/1.x/mae/'
+                      'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k/'
+                      'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k_20220825-f7569ca2.pth')
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=512, num_workers=8,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+
+model = dict(
+    type='HGKD',
+    mask_ratio=0.6,
+    backbone=dict(
+        type='HGKDSparseResNet', depth=50, backend='masked', out_indices=(0, 1, 2, 3),
+        norm_cfg=dict(type='MaskedSyncBatchNorm2d'), drop_path_rate=0.05),
+    neck=dict(
+        type='HGKDUNetDecoder', in_channels=(256, 512, 1024, 2048), in_strides=(4, 8, 16, 32),
+        channels=512, norm_cfg=dict(type='SyncBN'), sync_masked_norm=True),
+    head=dict(type='HGKDDistillHead', target_norm='layernorm', loss='mse', loss_on='masked'),
+    teacher=dict(
+        type='FrozenViTTeacher', arch='base', img_size=224, patch_size=16, out_layers=(-1, ),
+        input_mode='full', checkpoint=teacher_checkpoint))
+
+# LAMB, lr 2e-4 x batch / 256, weight decay 0.04 -> 0.2 (cosine)
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    dtype='bfloat16',
+    optimizer=dict(type='Lamb', lr=2e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.04),
+    clip_grad=dict(max_norm=5.0),
+    paramwise_cfg=dict(bias_decay_mult=0.0, flat_decay_mult=0.0,
+                       custom_keys={'mask_tokens': dict(decay_mult=0.)}))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=40,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=760, by_epoch=True, begin=40, end=800,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingWeightDecay', eta_min=0.2, T_max=800, by_epoch=True, begin=0,
+         end=800, convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=800)
+auto_scale_lr = dict(base_batch_size=4096)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=100),
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
+custom_hooks = [dict(type='RNGStateHook')]
+randomness = dict(seed=0, diff_rank_seed=True)

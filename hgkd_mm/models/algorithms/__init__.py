@@ -1,0 +1,3 @@
+from .hgkd import HGKD
+
+__all__ = ['HGKD']

@@ -1,0 +1,113 @@
+"""H-GKD: a frozen MIM ViT teacher distilled into a sparse CNN student."""
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from mmpretrain.models.selfsup import BaseSelfSupervisor
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+
+@MODELS.register_module()
+class HGKD(BaseSelfSupervisor):
+    """Heterogeneous Generative Knowledge Distillation (arXiv 2309.09571).
+
+    One step: mask, teacher, student encoder, densify + decode, loss.
+
+    Args:
+        backbone (dict): the sparse student, e.g. ``HGKDSparseResNet``.
+        neck (dict): ``HGKDUNetDecoder``; ``out_stride`` defaults to the teacher's
+            patch size and ``in_channels`` to the student's stage widths.
+        head (dict): ``HGKDDistillHead``; ``target_dims`` defaults to the teacher width.
+        teacher (dict): ``FrozenViTTeacher``; kept as ``self.target_generator``
+            (mmpretrain's name for it) and left out of saved checkpoints: its
+            weights come from ``teacher.checkpoint``.
+        mask_ratio (float): fraction of stride-32 cells masked, in (0, 1).
+        channels_last (bool): run the student in channels-last memory format.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 head: dict,
+                 teacher: dict,
+                 mask_ratio: float = 0.6,
+                 channels_last: bool = False,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f'mask_ratio must be in (0, 1), got {mask_ratio}')
+        teacher = MODELS.build(teacher)
+        neck = dict(neck)
+        neck.setdefault('out_stride', teacher.patch_size)
+        head = dict(head)
+        head.setdefault('target_dims', teacher.embed_dims)
+        head.setdefault('in_channels', neck.get('channels', 512))
+        if head['target_dims'] != teacher.embed_dims:
+            raise ValueError(f"head.target_dims={head['target_dims']} must equal the teacher "
+                             f'width {teacher.embed_dims}')
+        super().__init__(backbone=backbone, neck=neck, head=head, target_generator=teacher,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if self.neck.out_stride != teacher.patch_size:
+            raise ValueError(f'neck.out_stride={self.neck.out_stride} must equal the teacher '
+                             f'patch_size={teacher.patch_size}: the teacher grid does not align '
+                             'with the student strides')
+        self.mask_ratio = mask_ratio
+        self.channels_last = channels_last
+        # the frozen teacher is not part of the student's checkpoints
+        teacher._register_state_dict_hook(_drop_own_keys)
+        teacher.register_load_state_dict_pre_hook(_fill_own_keys)
+
+    @property
+    def teacher(self):
+        return self.target_generator
+
+    @property
+    def stride(self) -> int:
+        return self.backbone.stride
+
+    def mask(self, inputs: Tensor) -> Tensor:
+        """Random per-sample mask on the stride-32 grid, built on the device.
+
+        Returns ``(B, H/32, W/32)`` bool, True = visible; every sample keeps
+        ``round(h * w * (1 - mask_ratio))`` cells (at least one).
+        """
+        batch, _, height, width = inputs.shape
+        if height % self.stride or width % self.stride:
+            raise ValueError(f'input size {height}x{width} must be a multiple of {self.stride} '
+                             '(the student stride); check the crop/resize size in the pipeline')
+        h, w = height // self.stride, width // self.stride
+        keep = max(1, round(h * w * (1 - self.mask_ratio)))
+        noise = torch.rand(batch, h * w, device=inputs.device)
+        visible_ids = noise.argsort(dim=1)[:, :keep]
+        mask = torch.zeros(batch, h * w, dtype=torch.bool, device=inputs.device)
+        return mask.scatter_(1, visible_ids, True).view(batch, h, w)
+
+    def extract_feat(self, inputs: Tensor, mask: Optional[Tensor] = None):
+        """Student stage features; ``mask=None`` means all visible."""
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return self.backbone(inputs, mask)
+
+    def loss(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
+             **kwargs) -> Dict[str, Tensor]:
+        """``inputs (B, 3, H, W)`` -> ``dict(loss_feat=..., [loss_sim=...])``."""
+        mask = self.mask(inputs)
+        teacher_tokens = self.teacher(inputs, mask)
+        features = self.extract_feat(inputs, mask)
+        decoded = self.neck(features, mask)
+        return self.head.loss(decoded, teacher_tokens, mask)
+
+
+def _drop_own_keys(module, state_dict, prefix, local_metadata):
+    if not prefix:  # the teacher's own state_dict() stays complete
+        return
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _fill_own_keys(module, state_dict, prefix, local_metadata, strict, missing_keys,
+                   unexpected_keys, error_msgs):
+    for name, value in module.state_dict(keep_vars=True).items():
+        state_dict.setdefault(prefix + name, value.detach())

@@ -1,0 +1,3 @@
+from .sparse_resnet import HGKDSparseResNet
+
+__all__ = ['HGKDSparseResNet']

@@ -1,0 +1,3 @@
+from .distill_head import HGKDDistillHead
+
+__all__ = ['HGKDDistillHead']

@@ -1,0 +1,3 @@
+from .unet_decoder import HGKDUNetDecoder
+
+__all__ = ['HGKDUNetDecoder']

@@ -1,0 +1,131 @@
+"""Submanifold-sparse operations on dense tensors ("masked" backend).
+
+A sparse feature map is stored densely as ``(B, C, H, W)`` with zeros at masked
+positions, next to its visibility mask ``(B, 1, H, W)`` (1 = visible). The mask is
+always an argument: no module or class keeps mask state, so a model works for
+inference right after it is built.
+"""
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmpretrain.registry import MODELS
+
+
+class MaskPyramid:
+    """The stride-32 visibility mask, expanded on demand to any feature resolution.
+
+    Args:
+        mask_grid (Tensor): ``(B, h, w)`` bool, True = visible.
+    """
+
+    def __init__(self, mask_grid: Tensor):
+        if mask_grid.dim() != 3 or mask_grid.dtype != torch.bool:
+            raise ValueError('mask must be a bool tensor of shape (B, H/32, W/32), '
+                             f'got {tuple(mask_grid.shape)} {mask_grid.dtype}')
+        self.mask_grid = mask_grid
+        self._cache: Dict[tuple, Tensor] = {}
+
+    def at(self, feature: Tensor) -> Tensor:
+        """The mask ``(B, 1, H, W)`` in ``feature``'s dtype for its resolution."""
+        return self.of_size(tuple(feature.shape[-2:]), feature.dtype)
+
+    def of_size(self, size: tuple, dtype: torch.dtype) -> Tensor:
+        """The mask ``(B, 1, *size)`` in ``dtype``."""
+        key = (size, dtype)
+        if key not in self._cache:
+            h, w = self.mask_grid.shape[-2:]
+            if size[0] % h or size[1] % w:
+                raise ValueError(f'feature size {size} is not a multiple of the mask grid {(h, w)}')
+            grid = self.mask_grid[:, None].to(dtype)
+            self._cache[key] = F.interpolate(grid, size=size, mode='nearest')
+        return self._cache[key]
+
+
+def masked_bn_stats(x: Tensor, mask: Tensor, sync: bool):
+    """Mean and biased variance per channel over visible positions.
+
+    Needs ``x`` to be zero at masked positions. Three sums (sum, sum of squares,
+    count) are all that crosses processes for SyncBN, in one all-reduce.
+
+    Returns:
+        tuple: ``mean (C,)``, ``var (C,)`` in float32 (float64 for float64 input),
+        and the visible count (a 1-element tensor).
+    """
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    total = torch.sum(x, dim=(0, 2, 3), dtype=acc)
+    squares = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=acc).square()
+    count = torch.sum(mask, dtype=acc).reshape(1)
+    if sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        stats = torch.cat([total, squares, count])
+        # differentiable all-reduce: the backward pass sums the gradients of all ranks
+        stats = torch.distributed.nn.functional.all_reduce(stats)
+        total, squares, count = stats.split([total.numel(), squares.numel(), 1])
+    mean = total / count
+    var = (squares / count - mean.square()).clamp_min(0)
+    return mean, var, count
+
+
+@MODELS.register_module()
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over visible positions only; zero output at masked positions.
+
+    Same parameters and buffers as ``nn.BatchNorm2d`` so weights move between
+    sparse and dense models by name. Statistics come from masked sums (no
+    boolean indexing, no host synchronisation); running variance is unbiased as
+    in ``nn.BatchNorm``.
+
+    Forward: ``x (B, C, H, W)`` zero at masked positions, ``mask (B, 1, H, W)``.
+    """
+    sync = False
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is None:
+            return super().forward(x)
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats:
+            mean, var, count = masked_bn_stats(x, mask, self.sync)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, count)
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias
+        # one fused multiply-add, one multiply by the mask
+        shape = (1, -1, 1, 1)
+        out = torch.addcmul(shift.to(x.dtype).view(shape), x, scale.to(x.dtype).view(shape))
+        return out * mask
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:
+            momentum = 1.0 / self.num_batches_tracked.item()
+        else:
+            momentum = self.momentum
+        unbiased = var * count / (count - 1).clamp_min(1)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+        self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+
+
+@MODELS.register_module()
+class MaskedSyncBatchNorm2d(MaskedBatchNorm2d):
+    """:class:`MaskedBatchNorm2d` whose statistics are all-reduced over the default
+    process group (sum, sum of squares, count), so it works on any backend, gloo too."""
+    sync = True
+
+
+def to_masked_norm(bn: nn.BatchNorm2d, sync: bool) -> MaskedBatchNorm2d:
+    """A masked copy of ``bn`` with its parameters and buffers."""
+    cls = MaskedSyncBatchNorm2d if sync else MaskedBatchNorm2d
+    masked = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    masked.load_state_dict(bn.state_dict())
+    return masked.to(next(iter(bn.state_dict().values())).device)

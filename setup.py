@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+
+def read_requirements(name):
+    with open(f'requirements/{name}.txt') as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith('#')]
+
+
+setup(
+    name='hgkd_mm',
+    version='0.1.0',
+    description='H-GKD: heterogeneous generative knowledge distillation (ViT teacher -> sparse CNN) '
+    'for OpenMMLab',
+    packages=find_packages(include=['hgkd_mm', 'hgkd_mm.*']),
+    python_requires='>=3.8',
+    install_requires=['torch>=2.0', 'mmengine==0.10.7', 'mmcv>=2.0.0,<2.2.0', 'mmpretrain==1.2.0'],
+    extras_require={
+        # downstream tasks: mmdet Mask R-CNN and mmseg UperNet
+        'det': ['mmdet==3.3.0', 'pycocotools'],
+        'seg': ['mmsegmentation==1.2.2'],
+        # real sparse convolution backend; pick the build that matches your CUDA
+        'spconv-cpu': ['spconv==2.3.8'],
+        'spconv-cu120': ['spconv-cu120==2.3.8'],
+        'spconv-cu126': ['spconv-cu126==2.3.8'],
+        'tests': read_requirements('tests'),
+        'all': ['mmdet==3.3.0', 'pycocotools', 'mmsegmentation==1.2.2'] + read_requirements('tests'),
+    },
+)

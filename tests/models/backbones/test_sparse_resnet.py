@@ -1,0 +1,92 @@
+"""The sparse student against mmpretrain's own SparseResNet and dense ResNet."""
+import pytest
+import torch
+
+from mmpretrain.models.backbones import ResNet, SparseResNet
+from mmpretrain.models.utils.sparse_modules import SparseHelper
+
+from hgkd_mm.models.backbones import HGKDSparseResNet
+
+
+def random_mask(batch, h, w, keep, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.rand(batch, h * w, generator=g).argsort(1)[:, :keep]
+    return torch.zeros(batch, h * w, dtype=torch.bool).scatter_(1, ids, True).view(batch, h, w)
+
+
+def randomize_norms(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for name, tensor in model.state_dict().items():
+        if name.endswith(('bn1.weight', 'bn2.weight', 'bn3.weight', 'downsample.1.weight')):
+            tensor.copy_(0.5 + torch.rand(tensor.shape, generator=g))
+        elif name.endswith(('bn1.bias', 'bn2.bias', 'bn3.bias', 'downsample.1.bias')):
+            tensor.copy_(0.2 * torch.randn(tensor.shape, generator=g))
+
+
+def assert_rel_close(a, b, rel):
+    err = (a - b).abs().max() / b.abs().max()
+    assert err < rel, f'relative error {err:.3g} >= {rel}'
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_matches_mmpretrain_sparse_resnet_float64(depth):
+    reference = SparseResNet(depth, out_indices=(0, 1, 2, 3),
+                             norm_cfg=dict(type='SparseBatchNorm2d')).double()
+    randomize_norms(reference)
+    student = HGKDSparseResNet(depth).double()
+    student.load_state_dict(reference.state_dict(), strict=True)
+    reference.train(), student.train()
+
+    inputs = torch.randn(3, 3, 96, 128, dtype=torch.float64)
+    mask = random_mask(3, 3, 4, keep=5)
+    SparseHelper._cur_active = mask[:, None]  # mmpretrain's global mask
+    try:
+        expected = reference(inputs * mask[:, None].repeat_interleave(32, 2).repeat_interleave(32, 3))
+    finally:
+        SparseHelper._cur_active = None
+    got = student(inputs, mask)
+    assert len(got) == 4
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        assert_rel_close(g, e, 1e-9)
+    # running statistics follow the same (unbiased) update as BatchNorm1d
+    ref_state, state = reference.state_dict(), student.state_dict()
+    for key in ('bn1.running_var', 'layer4.0.bn1.running_mean', 'layer4.0.bn1.running_var'):
+        assert_rel_close(state[key], ref_state[key], 1e-9)
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_all_visible_equals_dense_resnet(train):
+    dense = ResNet(50, out_indices=(0, 1, 2, 3)).double()
+    randomize_norms(dense)
+    for name, buf in dense.named_buffers():
+        if name.endswith('running_var'):
+            buf.uniform_(0.5, 2)
+        elif name.endswith('running_mean'):
+            buf.normal_(0, 0.1)
+    student = HGKDSparseResNet(50).double()
+    student.load_state_dict(dense.state_dict(), strict=True)
+    dense.train(train), student.train(train)
+    inputs = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    for g, e in zip(student(inputs), dense(inputs)):
+        assert_rel_close(g, e, 1e-9)
+
+
+def test_masked_positions_are_zero_and_inference_works_without_setup():
+    student = HGKDSparseResNet(18).eval()
+    mask = random_mask(2, 2, 2, keep=2)
+    outs = student(torch.randn(2, 3, 64, 64), mask)
+    for out in outs:
+        visible = torch.nn.functional.interpolate(mask[:, None].float(), size=out.shape[-2:])
+        assert (out * (1 - visible)).abs().max() == 0
+        assert (out * visible).abs().max() > 0
+
+
+def test_bad_input_size_and_mask():
+    student = HGKDSparseResNet(18)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        student(torch.randn(1, 3, 60, 64))
+    with pytest.raises(ValueError, match='mask shape'):
+        student(torch.randn(1, 3, 64, 64), torch.ones(1, 3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match='backend'):
+        HGKDSparseResNet(18, backend='dense')

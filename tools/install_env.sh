@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Create or reuse .venv/ at the repository root and install everything hgkd_mm needs.
+# Safe to re-run: each step checks what is already there.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${HGKD_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+
+[ -x "$PY" ] || python3 -m venv "$VENV"
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+# 1. torch: keep whatever torch is present, otherwise the release that lies on this disk.
+if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  echo "[install] torch 2.14.1 + torchvision 0.29.1"
+  pip_install torch==2.14.1 torchvision==0.29.1
+fi
+TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
+HAS_CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
+CUDA_VERSION="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
+
+# 2. mmcv 2.1.0 with compiled ops. Its setup.py pins -std=c++17, but torch >= 2.10 headers
+#    need C++20, so the sdist is patched before building. The built wheel is kept in a cache
+#    keyed by the torch version (pip's own cache is keyed by the sdist only), so a torch
+#    change rebuilds it.
+STAMP="$VENV/.mmcv-built-for-torch"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$TORCH_VERSION" ] || ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
+  pip_install "setuptools<70" ninja wheel
+  WHEELS="${HGKD_CACHE:-$HOME/.cache/hgkd_mm}/mmcv-2.1.0-torch-$TORCH_VERSION"
+  if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+    echo "[install] building mmcv 2.1.0 with ops for torch $TORCH_VERSION (about 6 minutes on 2 cores)"
+    BUILD="$(mktemp -d)"
+    "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: mmcv==2.1.0 -d "$BUILD"
+    tar -xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
+    sed -i "s/'-std=c++17'/'-std=c++20'/" "$BUILD"/mmcv-2.1.0/setup.py
+    mkdir -p "$WHEELS"
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip wheel --disable-pip-version-check -q \
+      --no-build-isolation --no-deps "$BUILD"/mmcv-2.1.0 -w "$WHEELS"
+    rm -rf "$BUILD"
+  fi
+  pip_install --force-reinstall --no-deps "$WHEELS"/mmcv-2.1.0-*.whl
+  echo "$TORCH_VERSION" > "$STAMP"
+fi
+
+# 3. OpenMMLab packages (pinned), COCO API, test tools.
+if ! "$PY" -c "import mmpretrain, mmdet, mmseg, pycocotools, timm, pytest" 2>/dev/null; then
+  echo "[install] mmengine, mmpretrain, mmdet, mmsegmentation, pycocotools, timm, pytest"
+  pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+fi
+
+# 4. spconv: the CPU build without a GPU, the matching CUDA build with one.
+if ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then
+  if [ "$HAS_CUDA" = "1" ]; then
+    SPCONV="spconv-cu$(echo "$CUDA_VERSION" | cut -d. -f1)$(echo "$CUDA_VERSION" | cut -d. -f2 | cut -c1)"
+    [ "${CUDA_VERSION%%.*}" -ge 12 ] && SPCONV="spconv-cu126"
+  else
+    SPCONV="spconv"
+  fi
+  echo "[install] $SPCONV==2.3.8"
+  pip_install "$SPCONV==2.3.8"
+fi
+
+# 5. hgkd_mm itself, editable.
+if ! "$PY" -c "import hgkd_mm" 2>/dev/null; then
+  pip_install --no-deps --no-build-isolation -e "$ROOT"
+fi
+echo "[install] ready: $VENV (torch $TORCH_VERSION)"
