@@ -30,6 +30,7 @@ class HGKDSparseResNet(ResNet):
             are accepted and mapped to these.
         out_indices (Sequence[int]): stages to return, default all four
             (strides 4, 8, 16, 32).
+        zero_init_residual (bool): as in ResNet; off by default, as in SparK.
         **kwargs: other :class:`mmpretrain.models.ResNet` arguments.
 
     Forward:
@@ -44,6 +45,7 @@ class HGKDSparseResNet(ResNet):
                  backend: str = 'masked',
                  norm_cfg: dict = dict(type='MaskedBatchNorm2d'),
                  out_indices: Sequence[int] = (0, 1, 2, 3),
+                 zero_init_residual: bool = False,
                  **kwargs):
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
@@ -56,7 +58,8 @@ class HGKDSparseResNet(ResNet):
             raise ValueError('norm_cfg.type must be MaskedBatchNorm2d or MaskedSyncBatchNorm2d, '
                              f'got {norm_type!r}')
         dense_norm_cfg = dict(norm_cfg, type='BN')
-        super().__init__(depth, norm_cfg=dense_norm_cfg, out_indices=out_indices, **kwargs)
+        super().__init__(depth, norm_cfg=dense_norm_cfg, out_indices=out_indices,
+                         zero_init_residual=zero_init_residual, **kwargs)
         self._to_masked_norms(self, sync='Sync' in norm_type)
         self.backend = backend
         # holds no parameters and no mask state, only spconv's per-layer modules
@@ -69,7 +72,7 @@ class HGKDSparseResNet(ResNet):
             else:
                 self._to_masked_norms(child, sync)
 
-    def conv(self, conv: nn.Conv2d, x: Tensor, masks: MaskPyramid) -> Tensor:
+    def sparse_conv(self, conv: nn.Conv2d, x: Tensor, masks: MaskPyramid) -> Tensor:
         """Sparse ``conv(x)``: ``x`` is zero where masked, so is the output."""
         if self.spconv_conv is None:
             out = conv(x)
@@ -78,7 +81,7 @@ class HGKDSparseResNet(ResNet):
                          zip(x.shape[-2:], conv.padding, conv.kernel_size, conv.stride))
         return self.spconv_conv(conv, x, masks.at(x), masks.of_size(out_size, x.dtype))
 
-    def block(self, block: nn.Module, x: Tensor, masks: MaskPyramid) -> Tensor:
+    def run_block(self, block: nn.Module, x: Tensor, masks: MaskPyramid) -> Tensor:
         """The forward of mmpretrain's BasicBlock/Bottleneck, with the mask."""
         if isinstance(block, Bottleneck):
             layers = [(block.conv1, block.norm1), (block.conv2, block.norm2),
@@ -89,14 +92,14 @@ class HGKDSparseResNet(ResNet):
             raise TypeError(f'unsupported ResNet block {type(block).__name__}')
         out = x
         for i, (conv, norm) in enumerate(layers):
-            out = self.conv(conv, out, masks)
+            out = self.sparse_conv(conv, out, masks)
             out = norm(out, masks.at(out))
             if i < len(layers) - 1:
                 out = F.relu(out)
         identity = x
         if block.downsample is not None:
             down_conv, down_norm = block.downsample
-            identity = self.conv(down_conv, x, masks)
+            identity = self.sparse_conv(down_conv, x, masks)
             identity = down_norm(identity, masks.at(identity))
         return F.relu(block.drop_path(out) + identity)
 
@@ -113,14 +116,14 @@ class HGKDSparseResNet(ResNet):
                              f'{(batch, height // self.stride, width // self.stride)}')
         masks = MaskPyramid(mask)
         x = inputs * masks.at(inputs)
-        x = self.conv(self.conv1, x, masks)
+        x = self.sparse_conv(self.conv1, x, masks)
         x = F.relu(self.norm1(x, masks.at(x)))
         x = self.maxpool(x)
         x = x * masks.at(x)
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             for block in getattr(self, layer_name):
-                x = self.block(block, x, masks)
+                x = self.run_block(block, x, masks)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)

@@ -1,15 +1,17 @@
-"""Real sparse convolution through spconv ("spconv" backend).
+"""Real sparse convolution on the visible sites only ("spconv" backend).
 
-Weights stay in the dense ``nn.Conv2d`` (so checkpoints are plain ResNet
-checkpoints); each call hands them to a parameter-free spconv module with
-``torch.func.functional_call``, so gradients reach the dense weight.
+spconv builds the rulebook (its hash-table pairing of input and output sites per
+kernel offset); the convolution itself is a gather, a GEMM and a scatter-add per
+offset in torch. spconv 2.3.8's own CPU kernel returns wrong values at random
+(spconv issue #679, reproduced here), while its rulebook is deterministic, so only
+the rulebook is taken from it. Weights stay in the dense ``nn.Conv2d`` (checkpoints
+are plain ResNet checkpoints) and gradients reach them through autograd.
 """
-from typing import Dict
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.func import functional_call
 
 SPCONV_INSTALL_HINT = (
     "backend='spconv' needs the spconv package, which is not installed. Install the build "
@@ -27,50 +29,55 @@ def import_spconv():
     return spconv
 
 
-def dense_to_spconv_weight(weight: Tensor) -> Tensor:
-    """``(C_out, C_in, kh, kw)`` conv2d weight -> the tensor spconv 2.3 expects.
-
-    spconv's modules declare ``(C_out, kh, kw, C_in)``; the layout its kernels
-    read was established by probing with one-hot kernels (see
-    ``tests/models/sparse/test_spconv_backend.py``), which also checks it.
-    """
-    return weight.permute(0, 2, 3, 1).contiguous()
-
-
 class SpconvConv2d:
-    """Applies dense ``nn.Conv2d`` weights as a sparse convolution.
+    """Applies a dense ``nn.Conv2d`` as a sparse convolution over visible sites.
 
-    Stride-1 convolutions are submanifold (``SubMConv2d``: outputs only at visible
-    sites). Strided ones are regular sparse convolutions whose outputs are
-    re-masked to the coarser visible grid, which is what the masked backend computes.
+    Stride-1 convolutions are submanifold (outputs only at visible sites). Strided
+    ones are regular sparse convolutions whose outputs are re-masked to the coarser
+    visible grid, which is what the masked backend computes.
     """
 
     def __init__(self):
-        self.spconv = import_spconv()
-        self._layers: Dict[int, nn.Module] = {}
+        spconv = import_spconv()
+        from spconv.core import ConvAlgo
+        self.get_indice_pairs = spconv.ops.get_indice_pairs
+        self.algo = ConvAlgo.Native
 
-    def _module_for(self, conv: nn.Conv2d) -> nn.Module:
-        key = id(conv)
-        if key not in self._layers:
-            if conv.groups != 1 or conv.dilation != (1, 1):
-                raise ValueError('spconv backend supports groups=1, dilation=1 convolutions only')
-            cls = self.spconv.SubMConv2d if conv.stride == (1, 1) else self.spconv.SparseConv2d
-            self._layers[key] = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                     stride=conv.stride, padding=conv.padding, bias=False)
-        return self._layers[key]
+    def rulebook(self, conv: nn.Conv2d, indices: Tensor, batch: int,
+                 size: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor, bool]:
+        """spconv's pairs ``(2, K, N)``, their counts ``(K,)`` and the output sites."""
+        if conv.groups != 1 or conv.dilation != (1, 1):
+            raise ValueError('spconv backend supports groups=1, dilation=1 convolutions only')
+        subm = conv.stride == (1, 1)
+        out_indices, pairs, counts = self.get_indice_pairs(
+            indices, batch, list(size), self.algo, list(conv.kernel_size), list(conv.stride),
+            list(conv.padding), [1, 1], [0, 0], subm)
+        return pairs.long(), counts.tolist(), (indices if subm else out_indices).long(), subm
 
     def __call__(self, conv: nn.Conv2d, x: Tensor, mask_in: Tensor, mask_out: Tensor) -> Tensor:
         """``x (B, C, H, W)`` visible where ``mask_in (B, 1, H, W)``; returns the conv output
         ``(B, C', H', W')`` masked by ``mask_out``."""
         batch, _, height, width = x.shape
-        indices = mask_in[:, 0].nonzero().int()  # (N, 3): batch, y, x
+        # spconv reads indices as a row-major (N, 3) buffer: nonzero() is column-major
+        indices = mask_in[:, 0].nonzero().int().contiguous()  # (N, 3): batch, y, x
         features = x.permute(0, 2, 3, 1)[indices[:, 0].long(), indices[:, 1].long(),
                                          indices[:, 2].long()]
-        sparse = self.spconv.SparseConvTensor(features, indices, [height, width], batch)
-        module = self._module_for(conv).to(x.device)
-        weight = dense_to_spconv_weight(conv.weight).to(features.dtype)
-        out = functional_call(module, {'weight': weight}, (sparse,)).dense()
-        out = out[..., :mask_out.shape[-2], :mask_out.shape[-1]]
+        pairs, counts, out_indices, subm = self.rulebook(conv, indices, batch, (height, width))
+        kernels = conv.weight.flatten(2).permute(2, 1, 0)  # (K, C_in, C_out), row-major offsets
+        out = features.new_zeros(out_indices.shape[0], conv.out_channels)
+        num_offsets = kernels.shape[0]
+        for k, count in enumerate(counts):
+            if count == 0:
+                continue
+            src, dst = pairs[0, k, :count], pairs[1, k, :count]
+            out = out.index_add(0, dst, features[src] @ kernels[k])
+            if subm:  # spconv stores half of a submanifold rulebook: offset K-1-k mirrors k
+                out = out.index_add(0, src, features[dst] @ kernels[num_offsets - 1 - k])
+        if subm and counts[num_offsets // 2] == 0:  # the centre offset maps every site to itself
+            out = out + features @ kernels[num_offsets // 2]
+        dense = out.new_zeros(batch, mask_out.shape[-2], mask_out.shape[-1], conv.out_channels)
+        dense[out_indices[:, 0], out_indices[:, 1], out_indices[:, 2]] = out
+        dense = dense.permute(0, 3, 1, 2)
         if conv.bias is not None:
-            out = out + conv.bias.view(1, -1, 1, 1)
-        return out * mask_out
+            dense = dense + conv.bias.view(1, -1, 1, 1)
+        return dense * mask_out

@@ -10,20 +10,21 @@ from hgkd_mm.models.backbones import HGKDSparseResNet
 def test_spconv_backend_equals_masked_backend():
     pytest.importorskip('spconv.pytorch', reason='spconv is installed by tools/install_env.sh')
     torch.manual_seed(0)
-    masked = HGKDSparseResNet(18, backend='masked').train()
-    sparse = HGKDSparseResNet(18, backend='spconv').train()
+    masked = HGKDSparseResNet(18, backend='masked').double()
+    sparse = HGKDSparseResNet(18, backend='spconv').double()
     sparse.load_state_dict(masked.state_dict())
-    inputs = torch.randn(2, 3, 64, 96)
+    masked.train(), sparse.train()
+    inputs = torch.randn(2, 3, 64, 96, dtype=torch.float64)
     mask = torch.tensor([[[1, 0, 1], [0, 1, 1]], [[0, 0, 1], [1, 0, 0]]], dtype=torch.bool)
     inputs_a = inputs.clone().requires_grad_()
     inputs_b = inputs.clone().requires_grad_()
     outs_a, outs_b = masked(inputs_a, mask), sparse(inputs_b, mask)
     for a, b in zip(outs_a, outs_b):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), (a - b).abs().max()
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10), (a - b).abs().max()
     sum(o.sum() for o in outs_a).backward()
     sum(o.sum() for o in outs_b).backward()
     for (name, pa), pb in zip(masked.named_parameters(), sparse.parameters()):
-        assert torch.allclose(pa.grad, pb.grad, rtol=1e-3, atol=1e-3), name
+        assert torch.allclose(pa.grad, pb.grad, rtol=1e-8, atol=1e-10), name
 
 
 def test_spconv_missing_gives_install_hint(monkeypatch):

@@ -21,7 +21,8 @@ def make_problem():
 
 def run_step(rank: int, world: int):
     torch.manual_seed(0)
-    model = HGKDSparseResNet(18, norm_cfg=dict(type='MaskedSyncBatchNorm2d')).double().train()
+    model = HGKDSparseResNet(18, norm_cfg=dict(type='MaskedSyncBatchNorm2d')).double()
+    model.train()
     inputs, mask, weights = make_problem()
     part = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     out = model(inputs[part], mask[part])[-1]

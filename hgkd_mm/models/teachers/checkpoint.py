@@ -1,0 +1,208 @@
+"""Teacher checkpoints: safe loading, format detection, key conversion, strict loading.
+
+Three formats are recognised (after unwrapping a ``state_dict`` or ``model`` container):
+
+- mmpretrain model-zoo files: ``backbone.*`` (``VisionTransformer``) and ``neck.*``
+  (``MAEPretrainDecoder``); other prefixes (``head.``, ``data_preprocessor.``) are ignored.
+- timm ViT state dicts: ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``, ...;
+  classifier keys (``head.*``, ``fc_norm.*``) are ignored.
+- the official MAE release (``{'model': ...}``): timm-style encoder keys plus, in the
+  ``visualize`` files, the decoder (``decoder_*``, ``mask_token``).
+
+Everything is returned with mmpretrain key names, so one strict check covers all three.
+"""
+import os.path as osp
+import pickle
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+StateDict = Dict[str, Tensor]
+
+# timm block names -> mmpretrain ``TransformerEncoderLayer`` names (prefix match).
+_TIMM_BLOCK_KEYS = (
+    ('norm1.', 'ln1.'),
+    ('attn.qkv.', 'attn.qkv.'),
+    ('attn.proj.', 'attn.proj.'),
+    ('ls1.gamma', 'attn.gamma1.weight'),
+    ('norm2.', 'ln2.'),
+    ('mlp.fc1.', 'ffn.layers.0.0.'),
+    ('mlp.fc2.', 'ffn.layers.1.'),
+    ('ls2.gamma', 'ffn.gamma2.weight'),
+)
+_TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
+_MAE_DECODER_PREFIXES = ('decoder_', 'mask_token')
+_MMPRETRAIN_ENCODER, _MMPRETRAIN_DECODER = 'backbone.', 'neck.'
+
+
+def _history_buffer_statistic(owner: Any, name: str) -> Any:
+    """Stands in for ``getattr`` while unpickling, for ``HistoryBuffer`` alone.
+
+    ``HistoryBuffer.__getstate__`` stores its statistics methods, which pickle writes as
+    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would open every
+    attribute of every allowed object, so only these lookups are answered.
+    """
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({owner!r}, {name!r}), which safe_load does not allow')
+
+
+def _checkpoint_safe_globals() -> List[Any]:
+    """The non-tensor classes that mmengine/mmpretrain checkpoints hold, and nothing more.
+
+    mmengine's ``Runner.save_checkpoint`` stores ``message_hub`` (``HistoryBuffer`` objects
+    holding numpy arrays, numpy scalars from their statistics) and ``meta`` (may hold a
+    ``ConfigDict``). numpy pickles arrays and scalars through ``multiarray`` functions whose
+    module is ``numpy.core`` in files written by numpy 1.x and ``numpy._core`` by numpy 2.x,
+    so both names are listed for the same function; each dtype is rebuilt through its own
+    class (``numpy.dtypes.Float64DType``, ...).
+    """
+    from mmengine.config import ConfigDict
+    from mmengine.logging import HistoryBuffer
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    allowed: List[Any] = [HistoryBuffer, ConfigDict, np.ndarray, np.dtype,
+                          (_history_buffer_statistic, 'builtins.getattr')]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        allowed += [(multiarray._reconstruct, f'{module}._reconstruct'),
+                    (multiarray.scalar, f'{module}.scalar')]
+    allowed += [type(np.dtype(kind)) for kind in ('f2', 'f4', 'f8', 'i4', 'i8', 'b1')]
+    return allowed
+
+
+def safe_load(path: str, map_location: Any = 'cpu') -> Any:
+    """``torch.load(path, weights_only=True)`` that also accepts mmengine checkpoints.
+
+    Only the classes listed in :func:`_checkpoint_safe_globals` are allowed besides
+    torch's own weights-only set; anything else still raises ``UnpicklingError``.
+    """
+    with torch.serialization.safe_globals(_checkpoint_safe_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _rename_timm_block(key: str) -> str:
+    """``'mlp.fc1.weight'`` -> ``'ffn.layers.0.0.weight'``; unknown keys are kept."""
+    for timm_prefix, mm_prefix in _TIMM_BLOCK_KEYS:
+        if key.startswith(timm_prefix):
+            return mm_prefix + key[len(timm_prefix):]
+    return key
+
+
+def convert_timm_vit(state_dict: StateDict) -> StateDict:
+    """timm ``VisionTransformer`` names -> mmpretrain ``VisionTransformer`` names.
+
+    Classifier keys are dropped. Unknown keys are kept unchanged, so that the strict load
+    reports them as unexpected instead of silently dropping them.
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        if key.startswith(_TIMM_CLASSIFIER_PREFIXES):
+            continue
+        if key.startswith('patch_embed.proj.'):
+            key = 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
+        elif key.startswith('blocks.'):
+            index, rest = key[len('blocks.'):].split('.', 1)
+            key = f'layers.{index}.{_rename_timm_block(rest)}'
+        elif key.startswith('norm.'):
+            key = 'ln1.' + key[len('norm.'):]
+        converted[key] = value
+    return converted
+
+
+def convert_mae_decoder(state_dict: StateDict) -> StateDict:
+    """Official MAE decoder names -> mmpretrain ``MAEPretrainDecoder`` names.
+
+    ``decoder_embed``, ``mask_token``, ``decoder_pos_embed`` and ``decoder_pred`` keep their
+    names; blocks use timm names (as in the encoder) and ``decoder_norm`` becomes ``ln1``.
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        if key.startswith('decoder_blocks.'):
+            index, rest = key[len('decoder_blocks.'):].split('.', 1)
+            key = f'decoder_blocks.{index}.{_rename_timm_block(rest)}'
+        elif key.startswith('decoder_norm.'):
+            key = 'ln1.' + key[len('decoder_norm.'):]
+        converted[key] = value
+    return converted
+
+
+def _strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_teacher_checkpoint(path: str) -> Tuple[StateDict, Optional[StateDict]]:
+    """Read a teacher checkpoint in any supported format.
+
+    Args:
+        path: checkpoint file (the ``teacher.checkpoint`` option).
+
+    Returns:
+        ``(encoder_state, decoder_state)``: the encoder with mmpretrain
+        ``VisionTransformer`` key names, and the MAE decoder with ``MAEPretrainDecoder``
+        key names, or ``None`` when the file has no decoder.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'Teacher checkpoint not found: {path!r} (set by the teacher.checkpoint option)')
+    checkpoint = safe_load(path)
+    state_dict = checkpoint
+    for container in ('state_dict', 'model'):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(container), dict):
+            state_dict = checkpoint[container]
+            break
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(v, Tensor) for v in state_dict.values()):
+        found = list(checkpoint)[:10] if isinstance(checkpoint, dict) else type(checkpoint)
+        raise ValueError(
+            f'Teacher checkpoint {path!r}: expected a state dict of tensors, directly or under '
+            f"'state_dict' or 'model'; found {found}")
+
+    if any(k.startswith(_MMPRETRAIN_ENCODER) for k in state_dict):
+        encoder = _strip_prefix(state_dict, _MMPRETRAIN_ENCODER)
+        decoder = _strip_prefix(state_dict, _MMPRETRAIN_DECODER)
+        if 'decoder_embed.weight' not in decoder:  # no neck, or not an MAE decoder
+            decoder = {}
+    else:  # timm names, with the decoder when it is an official MAE file
+        is_decoder_key = lambda k: k.startswith(_MAE_DECODER_PREFIXES)  # noqa: E731
+        encoder = convert_timm_vit({k: v for k, v in state_dict.items() if not is_decoder_key(k)})
+        decoder = convert_mae_decoder({k: v for k, v in state_dict.items() if is_decoder_key(k)})
+    return encoder, (decoder or None)
+
+
+def _format_keys(title: str, keys: List[str], limit: int = 30) -> str:
+    if not keys:
+        return ''
+    more = f' ... ({len(keys) - limit} more)' if len(keys) > limit else ''
+    return f'\n  {title} ({len(keys)}): {", ".join(keys[:limit])}{more}'
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: StateDict, path: str,
+                           part: str = 'teacher') -> None:
+    """Load ``state_dict`` into ``module``; any key or shape difference is an error.
+
+    Raises:
+        RuntimeError: naming ``path`` and listing the missing, unexpected and
+            shape-mismatched keys (e.g. a ViT-S file given to a ViT-B teacher).
+    """
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    mismatched = [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}'
+        for k in sorted(expected.keys() & state_dict.keys())
+        if state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        raise RuntimeError(
+            f'Teacher checkpoint {path!r} does not match the {part} '
+            f'({type(module).__name__}); check the teacher arch, patch_size and img_size.'
+            + _format_keys('missing keys', missing)
+            + _format_keys('unexpected keys', unexpected)
+            + _format_keys('shape mismatches (checkpoint vs model)', mismatched))
+    module.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,303 @@
+"""FrozenViTTeacher and its checkpoint loading, checked against timm's ViT.
+
+The reference for every numerical check is timm's ``VisionTransformer`` and ``Block``
+(MAE's official code builds its encoder and decoder from them), with random weights.
+"""
+import pickle
+from functools import partial
+from typing import Dict
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.logging import HistoryBuffer
+from mmpretrain.registry import MODELS
+from timm.models.vision_transformer import Block
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+from torch import Tensor, nn
+
+from hgkd_mm.models.teachers import FrozenViTTeacher, load_teacher_checkpoint, safe_load
+
+IMG, PATCH, EMBED, DEPTH, HEADS = 64, 16, 64, 2, 4
+GRID = IMG // PATCH  # teacher grid 4 x 4; the stride-32 mask grid is 2 x 2
+ARCH = dict(embed_dims=EMBED, num_layers=DEPTH, num_heads=HEADS, feedforward_channels=4 * EMBED)
+DECODER_EMBED, DECODER_HEADS = 32, 4
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _perturb(module: nn.Module, seed: int) -> nn.Module:
+    """Move every weight off its init (LayerNorm 1/0, zero tokens) so that a wrong key
+    mapping changes the output."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(0.2 * torch.randn(param.shape, generator=generator))
+    return module.eval()
+
+
+class TimmMAEDecoder(nn.Module):
+    """MAE's decoder under its official parameter names, built from timm blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoder_embed = nn.Linear(EMBED, DECODER_EMBED)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, DECODER_EMBED))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, GRID * GRID + 1, DECODER_EMBED))
+        self.decoder_blocks = nn.ModuleList(
+            [Block(DECODER_EMBED, DECODER_HEADS, mlp_ratio=4, qkv_bias=True,
+                   norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(2)])
+        self.decoder_norm = nn.LayerNorm(DECODER_EMBED, eps=1e-6)
+        self.decoder_pred = nn.Linear(DECODER_EMBED, PATCH * PATCH * 3)
+
+
+@pytest.fixture(scope='module')
+def timm_vit() -> TimmViT:
+    torch.manual_seed(0)
+    vit = TimmViT(img_size=IMG, patch_size=PATCH, embed_dim=EMBED, depth=DEPTH,
+                  num_heads=HEADS, mlp_ratio=4, qkv_bias=True, num_classes=10)
+    return _perturb(vit, seed=1)
+
+
+@pytest.fixture(scope='module')
+def timm_decoder() -> TimmMAEDecoder:
+    torch.manual_seed(0)
+    return _perturb(TimmMAEDecoder(), seed=2)
+
+
+@pytest.fixture(scope='module')
+def images() -> Tensor:
+    return torch.randn(2, 3, IMG, IMG, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory, timm_vit, timm_decoder) -> Dict[str, str]:
+    """The same weights as a timm state dict, an official MAE file (with decoder) and an
+    mmpretrain zoo file (with ``neck.``), the latter written from the loaded teacher."""
+    folder = tmp_path_factory.mktemp('teacher_ckpt')
+    paths = {name: str(folder / f'{name}.pth') for name in ('timm', 'mae', 'zoo')}
+    torch.save(timm_vit.state_dict(), paths['timm'])
+    torch.save({'model': {**timm_vit.state_dict(), **timm_decoder.state_dict()}}, paths['mae'])
+
+    teacher = FrozenViTTeacher(ARCH, img_size=IMG, patch_size=PATCH, input_mode='masked',
+                               checkpoint=paths['mae'], decoder_num_heads=DECODER_HEADS)
+    state_dict = {f'backbone.{k}': v for k, v in teacher.vit.state_dict().items()}
+    state_dict.update({f'neck.{k}': v for k, v in teacher.decoder.state_dict().items()})
+    state_dict['data_preprocessor.mean'] = torch.zeros(3)
+    meta = dict(epoch=np.int64(1600), lr=np.float64(1.5e-4), history=np.arange(3.0),
+                cfg=ConfigDict(model=dict(type='MAE')))
+    torch.save({'state_dict': state_dict, 'meta': meta}, paths['zoo'])
+    return paths
+
+
+def _teacher(path=None, **kwargs) -> FrozenViTTeacher:
+    kwargs.setdefault('decoder_num_heads', DECODER_HEADS)
+    return FrozenViTTeacher(ARCH, img_size=IMG, patch_size=PATCH, checkpoint=path, **kwargs)
+
+
+def _timm_grid(tokens: Tensor) -> Tensor:
+    """timm ``(B, N, D)`` patch tokens -> ``(B, D, Ht, Wt)``."""
+    return tokens.transpose(1, 2).reshape(len(tokens), -1, GRID, GRID)
+
+
+def _random_mask(batch: int, seed: int) -> Tensor:
+    """(B, 2, 2) stride-32 mask with 2 visible cells per sample, True = visible."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.stack([torch.randperm(4, generator=generator) for _ in range(batch)])
+    return (order < 2).view(batch, 2, 2)
+
+
+@torch.no_grad()
+def _mae_reference(vit: TimmViT, decoder: TimmMAEDecoder, images: Tensor,
+                   visible: Tensor) -> Dict[str, Tensor]:
+    """MAE's forward_encoder / forward_decoder, one sample at a time, with timm modules.
+
+    Returns the encoder's patch tokens at visible positions (zeros elsewhere) and the
+    decoder's hidden features after its norm, both as (B, D, Ht, Wt) grids.
+    """
+    encoder_grids, decoder_grids = [], []
+    for image, keep in zip(images, visible):
+        tokens = vit.patch_embed(image[None]) + vit.pos_embed[:, 1:]
+        tokens = torch.cat([vit.cls_token + vit.pos_embed[:, :1], tokens[:, keep]], 1)
+        tokens = vit.norm(vit.blocks(tokens))
+        encoder_full = torch.zeros(1, GRID * GRID, EMBED)
+        encoder_full[:, keep] = tokens[:, 1:]
+        encoder_grids.append(_timm_grid(encoder_full))
+
+        tokens = decoder.decoder_embed(tokens)
+        patches = decoder.mask_token.repeat(1, GRID * GRID, 1)
+        patches[:, keep] = tokens[:, 1:]
+        tokens = torch.cat([tokens[:, :1], patches], 1) + decoder.decoder_pos_embed
+        for block in decoder.decoder_blocks:
+            tokens = block(tokens)
+        decoder_grids.append(_timm_grid(decoder.decoder_norm(tokens)[:, 1:]))
+    return dict(encoder=torch.cat(encoder_grids), decoder=torch.cat(decoder_grids))
+
+
+def _patch_visibility(mask: Tensor) -> Tensor:
+    return mask.repeat_interleave(2, 1).repeat_interleave(2, 2).flatten(1)
+
+
+def test_full_mode_matches_timm(files, timm_vit, images):
+    teacher = _teacher(files['timm'])
+    (grid, ) = teacher(images)
+    expected = _timm_grid(timm_vit.forward_features(images)[:, 1:])
+    assert grid.shape == (2, EMBED, GRID, GRID)
+    torch.testing.assert_close(grid, expected, **TOL)
+
+
+def test_three_formats_give_identical_tokens(files, images):
+    grids = {name: _teacher(path)(images)[0] for name, path in files.items()}
+    torch.testing.assert_close(grids['mae'], grids['timm'], atol=0, rtol=0)
+    torch.testing.assert_close(grids['zoo'], grids['timm'], atol=0, rtol=0)
+
+    mask = _random_mask(2, seed=4)
+    masked = {name: _teacher(files[name], input_mode='masked')(images, mask)[0]
+              for name in ('mae', 'zoo')}
+    torch.testing.assert_close(masked['zoo'], masked['mae'], atol=0, rtol=0)
+
+
+def test_load_teacher_checkpoint_formats(files):
+    timm_encoder, no_decoder = load_teacher_checkpoint(files['timm'])
+    zoo_encoder, zoo_decoder = load_teacher_checkpoint(files['zoo'])
+    mae_encoder, mae_decoder = load_teacher_checkpoint(files['mae'])
+    assert no_decoder is None
+    assert 'layers.1.ffn.layers.0.0.weight' in timm_encoder and 'head.weight' not in timm_encoder
+    assert timm_encoder.keys() == zoo_encoder.keys() == mae_encoder.keys()
+    assert zoo_decoder.keys() == mae_decoder.keys()
+    assert 'decoder_blocks.1.ffn.layers.1.bias' in mae_decoder and 'ln1.weight' in mae_decoder
+
+
+def test_masked_mode_with_decoder_matches_mae(files, timm_vit, timm_decoder, images):
+    teacher = _teacher(files['mae'], input_mode='masked')
+    assert teacher.embed_dims == DECODER_EMBED
+    mask = _random_mask(2, seed=5)
+    (grid, ) = teacher(images, mask)
+    assert grid.shape == (2, DECODER_EMBED, GRID, GRID)
+    reference = _mae_reference(timm_vit, timm_decoder, images, _patch_visibility(mask))
+    torch.testing.assert_close(grid, reference['decoder'], **TOL)
+
+
+def test_masked_mode_without_decoder(files, timm_vit, timm_decoder, images):
+    teacher = _teacher(files['timm'], input_mode='masked')
+    assert teacher.decoder is None and teacher.embed_dims == EMBED
+    all_visible = torch.ones(2, 2, 2, dtype=torch.bool)
+    torch.testing.assert_close(teacher(images, all_visible)[0], _teacher(files['timm'])(images)[0],
+                               **TOL)
+
+    mask = _random_mask(2, seed=6)
+    (grid, ) = teacher(images, mask)
+    reference = _mae_reference(timm_vit, timm_decoder, images, _patch_visibility(mask))
+    torch.testing.assert_close(grid, reference['encoder'], **TOL)
+
+
+def test_intermediate_out_layers(files, timm_vit, images):
+    teacher = _teacher(files['timm'], out_layers=(0, -1))
+    first, last = teacher(images)
+    tokens = timm_vit.patch_embed(images)
+    tokens = torch.cat([timm_vit.cls_token.expand(2, -1, -1), tokens], 1) + timm_vit.pos_embed
+    expected_first = timm_vit.blocks[0](tokens)[:, 1:]  # no final norm on inner blocks
+    torch.testing.assert_close(first, _timm_grid(expected_first), **TOL)
+    torch.testing.assert_close(last, _timm_grid(timm_vit.forward_features(images)[:, 1:]),
+                               **TOL)
+
+
+def test_teacher_stays_frozen(files, images):
+    teacher = MODELS.build(dict(type='FrozenViTTeacher', arch=ARCH, img_size=IMG,
+                                patch_size=PATCH, checkpoint=files['timm']))
+    parent = nn.Sequential(teacher)
+    parent.train()
+    assert not any(module.training for module in teacher.modules())
+    assert not any(param.requires_grad for param in teacher.parameters())
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.init_weights()  # what a Runner does to the whole model
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    (grid, ) = teacher(images.requires_grad_())
+    assert grid.grad_fn is None and not grid.requires_grad
+
+
+def test_wrong_architecture_lists_keys(files):
+    bigger = dict(ARCH, num_layers=DEPTH + 1, embed_dims=2 * EMBED)
+    with pytest.raises(RuntimeError) as error:
+        FrozenViTTeacher(bigger, img_size=IMG, patch_size=PATCH, checkpoint=files['timm'])
+    message = str(error.value)
+    assert files['timm'] in message
+    assert 'missing keys' in message and 'layers.2.ln1.weight' in message
+    assert 'shape mismatches' in message and 'cls_token' in message
+
+    smaller = dict(ARCH, num_layers=DEPTH - 1)
+    with pytest.raises(RuntimeError, match=r'unexpected keys.*layers\.1\.ln1\.weight'):
+        FrozenViTTeacher(smaller, img_size=IMG, patch_size=PATCH, checkpoint=files['zoo'])
+
+
+def test_missing_file_and_bad_options(tmp_path, files):
+    missing = str(tmp_path / 'nowhere.pth')
+    with pytest.raises(FileNotFoundError, match='nowhere.pth.*teacher.checkpoint'):
+        _teacher(missing)
+    with pytest.raises(ValueError, match='input_mode'):
+        _teacher(input_mode='partial')
+    with pytest.raises(ValueError, match='out_layers'):
+        _teacher(out_layers=(DEPTH, ))
+    with pytest.raises(ValueError, match='out_layers'):
+        _teacher(files['mae'], input_mode='masked', out_layers=(0, 1))
+    with pytest.raises(ValueError, match='visible patches'):
+        uneven = torch.tensor([[[True, True], [False, False]], [[True, False], [False, False]]])
+        _teacher(input_mode='masked')(torch.zeros(2, 3, IMG, IMG), uneven)
+
+
+def test_safe_load_reads_an_mmengine_runner_checkpoint(tmp_path):
+    """A checkpoint written by mmengine's Runner holds HistoryBuffers and numpy values."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class ToyModel(BaseModel):
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 1)
+
+        def forward(self, inputs, mode='loss'):
+            return dict(loss=self.linear(inputs).pow(2).mean())
+
+    dataset = [dict(inputs=torch.randn(4)) for _ in range(4)]
+    runner = Runner(
+        model=ToyModel(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=dataset, batch_size=2,
+                              collate_fn=dict(type='default_collate'),
+                              sampler=dict(type='DefaultSampler', shuffle=False)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=2),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+        cfg=dict(model=dict(type='ToyModel')))
+    runner.train()
+    path = str(tmp_path / 'iter_2.pth')
+
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    checkpoint = safe_load(path)
+    assert set(checkpoint['state_dict']) == {'linear.weight', 'linear.bias'}
+    buffers = checkpoint['message_hub']['log_scalars']
+    assert isinstance(buffers['train/loss'], HistoryBuffer)
+    assert len(buffers['train/loss'].data[0]) == 2
+
+
+class _Reduces:
+    """Pickles as ``function(*args)``: how a malicious checkpoint runs code."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize('payload', [
+    _Reduces(print, 'arbitrary call'),
+    _Reduces(getattr, HistoryBuffer, '__init__'),
+    _Reduces(getattr, np.ndarray, 'tofile'),  # an allowed class, not a statistic
+])
+def test_safe_load_refuses_other_globals(tmp_path, payload):
+    path = str(tmp_path / 'unsafe.pth')
+    torch.save({'meta': payload}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        safe_load(path)
