@@ -14,8 +14,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, '..', 'shared', 'data', 'imagenet-sample')
 WORK = os.path.join(ROOT, 'work_dirs', 'demo')
-MAE_CFG = 'configs/pretrain/mae_vit-tiny-p16_1xb64-20e_imagenet-sample-128px.py'
-HGKD_CFG = 'configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-10e_imagenet-sample-128px.py'
+MAE_CFG = 'configs/pretrain/mae_vit-tiny-p16_1xb64-15e_imagenet-sample-128px.py'
+HGKD_CFG = 'configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py'
 HELDOUT_EVERY = 10
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     write_split()
     run('tools/train.py', MAE_CFG, '--work-dir', 'work_dirs/demo/mae', '--resume')
     run('tools/train.py', HGKD_CFG, '--work-dir', 'work_dirs/demo/hgkd', '--resume')
-    run('tools/analysis_tools/eval_feature_loss.py', HGKD_CFG, 'work_dirs/demo/hgkd/epoch_10.pth',
+    run('tools/analysis_tools/eval_feature_loss.py', HGKD_CFG, 'work_dirs/demo/hgkd/epoch_6.pth',
         '--out', 'work_dirs/demo/heldout_feature_loss.json')
 
 

@@ -3,7 +3,7 @@ predict-the-mean-token baseline.
 
     python tools/analysis_tools/eval_feature_loss.py CONFIG CHECKPOINT [--out result.json]
 
-The held-out images come from the config's ``test_dataloader``; the mean token is the
+The held-out images come from the config's ``heldout_dataloader``; the mean token is the
 mean normalised teacher token over ``train_dataloader``'s images seen through the
 held-out (deterministic) pipeline. Every model sees the same masks (seeded).
 """
@@ -30,7 +30,7 @@ def parse_args():
 
 
 def build_loader(cfg, ann_file=None):
-    loader_cfg = copy.deepcopy(cfg.test_dataloader)
+    loader_cfg = copy.deepcopy(cfg.heldout_dataloader)
     if ann_file is not None:
         loader_cfg.dataset.ann_file = ann_file
     loader_cfg.persistent_workers = False

@@ -11,6 +11,7 @@ Three formats are recognised (after unwrapping a ``state_dict`` or ``model`` con
 
 Everything is returned with mmpretrain key names, so one strict check covers all three.
 """
+import os
 import os.path as osp
 import pickle
 from typing import Any, Dict, List, Optional, Tuple
@@ -136,6 +137,28 @@ def _strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def resolve_url(path: str) -> str:
+    """A local file for ``path``; URLs map to torch hub's checkpoint cache.
+
+    A URL is downloaded once (like mmengine's ``load_from_http``) into
+    ``$TORCH_HOME/hub/checkpoints/<file name>``; on a machine without internet, put
+    the file there (or set ``teacher.checkpoint`` to a local path).
+    """
+    if not path.startswith(('http://', 'https://')):
+        return path
+    cached = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(path))
+    if not osp.isfile(cached):
+        os.makedirs(osp.dirname(cached), exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(path, cached)
+        except Exception as e:  # no network, 404, ...
+            raise FileNotFoundError(
+                f'Teacher checkpoint {path!r} (the teacher.checkpoint option) is not cached at '
+                f'{cached!r} and could not be downloaded ({e}). Download it there, or set '
+                'teacher.checkpoint to a local file.') from e
+    return cached
+
+
 def load_teacher_checkpoint(path: str) -> Tuple[StateDict, Optional[StateDict]]:
     """Read a teacher checkpoint in any supported format.
 
@@ -147,6 +170,7 @@ def load_teacher_checkpoint(path: str) -> Tuple[StateDict, Optional[StateDict]]:
         ``VisionTransformer`` key names, and the MAE decoder with ``MAEPretrainDecoder``
         key names, or ``None`` when the file has no decoder.
     """
+    path = resolve_url(path)
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'Teacher checkpoint not found: {path!r} (set by the teacher.checkpoint option)')

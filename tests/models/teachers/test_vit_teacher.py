@@ -301,3 +301,22 @@ def test_safe_load_refuses_other_globals(tmp_path, payload):
     torch.save({'meta': payload}, path)
     with pytest.raises(pickle.UnpicklingError):
         safe_load(path)
+
+
+def test_url_checkpoint_uses_hub_cache_or_names_where_to_put_it(tmp_path, monkeypatch):
+    from hgkd_mm.models.teachers.checkpoint import resolve_url
+
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
+    url = 'https://example.invalid/mae/teacher.pth'
+
+    def no_network(url, dst, *args, **kwargs):
+        raise OSError('no network')
+
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_network)
+    with pytest.raises(FileNotFoundError, match='teacher.checkpoint'):
+        resolve_url(url)
+    cached = tmp_path / 'checkpoints' / 'teacher.pth'
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b'x')
+    assert resolve_url(url) == str(cached)
+    assert resolve_url('local/file.pth') == 'local/file.pth'

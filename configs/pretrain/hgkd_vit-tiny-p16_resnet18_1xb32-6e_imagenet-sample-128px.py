@@ -5,9 +5,9 @@ custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
 data_root = '../shared/data/imagenet-sample/'
-train_ann_file = 'work_dirs/demo/train.txt'
-heldout_ann_file = 'work_dirs/demo/heldout.txt'
-teacher_checkpoint = 'work_dirs/demo/mae/epoch_20.pth'
+train_ann_file = '{{ fileDirname }}/../../work_dirs/demo/train.txt'  # written by tools/demo.py
+heldout_ann_file = '{{ fileDirname }}/../../work_dirs/demo/heldout.txt'
+teacher_checkpoint = '{{ fileDirname }}/../../work_dirs/demo/mae/epoch_15.pth'
 img_size = 128
 
 data_preprocessor = dict(
@@ -34,7 +34,7 @@ heldout_pipeline = [
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='PackInputs'),
 ]
-test_dataloader = dict(
+heldout_dataloader = dict(
     batch_size=32, num_workers=2,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='default_collate'),
@@ -55,7 +55,7 @@ model = dict(
         img_size=img_size, patch_size=16, out_layers=(-1, ), input_mode='full',
         checkpoint=teacher_checkpoint))
 
-max_epochs = 10
+max_epochs = 6
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.95), weight_decay=0.04),
@@ -71,6 +71,6 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=1))
+    checkpoint=dict(type="CheckpointHook", interval=3, max_keep_ckpts=1))
 custom_hooks = [dict(type='RNGStateHook')]
 randomness = dict(seed=0)

@@ -6,7 +6,7 @@ custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
 data_root = '../shared/data/imagenet-sample/'
-train_ann_file = 'work_dirs/demo/train.txt'
+train_ann_file = '{{ fileDirname }}/../../work_dirs/demo/train.txt'  # written by tools/demo.py
 img_size = 128
 vit_arch = dict(embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768)
 
@@ -39,7 +39,7 @@ model = dict(
     init_cfg=[dict(type='Xavier', layer='Linear', distribution='uniform'),
               dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)])
 
-max_epochs = 20
+max_epochs = 15
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05),

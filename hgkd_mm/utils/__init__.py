@@ -1,0 +1,15 @@
+"""Launch helpers for tools/: CPU-friendly distributed setup, safe checkpoint loading,
+early dataset path checks."""
+from .checkpoint_io import allow_mmengine_checkpoint_globals, mmengine_checkpoint_globals
+from .data_check import check_data_paths
+from .launch import (cpu_model_wrapper_cfg, init_cpu_process_group, replace_cuda_sync_bn,
+                     setup_launcher)
+
+# Importing hgkd_mm (custom_imports) makes mmengine's checkpoints loadable with
+# torch.load(weights_only=True) in the Runner's process.
+allow_mmengine_checkpoint_globals()
+
+__all__ = [
+    'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'check_data_paths',
+    'cpu_model_wrapper_cfg', 'init_cpu_process_group', 'replace_cuda_sync_bn', 'setup_launcher'
+]

@@ -1,0 +1,61 @@
+"""tools/train.py and tools/test.py turn their command line into config changes."""
+import importlib.util
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from tiny_cls_setup import EPOCHS_2, ROOT, write_config
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f'hgkd_tools_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse(tool, monkeypatch, argv: list):
+    monkeypatch.setattr(sys, 'argv', [tool.__name__] + [str(a) for a in argv])
+    return tool.parse_args()
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / 'tiny_cls.py', tmp_path, EPOCHS_2)
+
+
+def test_train_resume_forms(monkeypatch, config):
+    train = load_tool('train')
+    cfg = train.merge_args(Config.fromfile(config), parse(train, monkeypatch, [config, '--resume']))
+    assert cfg.resume is True and cfg.load_from is None  # auto: latest in work dir
+    assert cfg.work_dir == './work_dirs/tiny_cls'
+    args = parse(train, monkeypatch, [config, '--resume', 'a/epoch_1.pth', '--work-dir', 'w'])
+    cfg = train.merge_args(Config.fromfile(config), args)
+    assert cfg.resume is True and cfg.load_from == 'a/epoch_1.pth' and cfg.work_dir == 'w'
+    cfg = train.merge_args(Config.fromfile(config), parse(train, monkeypatch, [config]))
+    assert not cfg.get('resume') and cfg.get('load_from') is None
+
+
+def test_train_cfg_options_auto_scale_lr_and_amp(monkeypatch, config):
+    train = load_tool('train')
+    args = parse(train, monkeypatch, [config, '--amp', '--auto-scale-lr', '--cfg-options',
+                                      'train_cfg.max_epochs=3', 'auto_scale_lr.base_batch_size=4'])
+    cfg = train.merge_args(Config.fromfile(config), args)
+    assert cfg.train_cfg.max_epochs == 3 and cfg.auto_scale_lr.enable
+    expected = 'AmpOptimWrapper' if torch.cuda.is_available() else 'OptimWrapper'
+    assert cfg.optim_wrapper.get('type', 'OptimWrapper') == expected  # needs a GPU
+    with pytest.raises(RuntimeError, match='base_batch_size'):
+        train.merge_args(Config.fromfile(config),
+                         parse(train, monkeypatch, [config, '--auto-scale-lr']))
+
+
+def test_test_checkpoint_and_show_dir(monkeypatch, config):
+    test = load_tool('test')
+    cfg = Config.fromfile(config)
+    cfg.default_hooks.visualization = dict(type='VisualizationHook', enable=False)
+    args = parse(test, monkeypatch, [config, 'c.pth', '--show-dir', 'vis'])
+    cfg = test.merge_args(cfg, args)
+    assert cfg.load_from == 'c.pth'
+    assert cfg.default_hooks.visualization.enable and cfg.default_hooks.visualization.out_dir == 'vis'
