@@ -1,6 +1,7 @@
 """Launch helpers for tools/: CPU-friendly distributed setup, safe checkpoint loading,
 early dataset path checks."""
-from .checkpoint_io import allow_mmengine_checkpoint_globals, mmengine_checkpoint_globals
+from .checkpoint_io import (allow_mmengine_checkpoint_globals, mmengine_checkpoint_globals,
+                            safe_load)
 from .data_check import check_data_paths
 from .launch import (cpu_model_wrapper_cfg, init_cpu_process_group, replace_cuda_sync_bn,
                      setup_launcher)
@@ -10,6 +11,6 @@ from .launch import (cpu_model_wrapper_cfg, init_cpu_process_group, replace_cuda
 allow_mmengine_checkpoint_globals()
 
 __all__ = [
-    'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'check_data_paths',
+    'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'safe_load', 'check_data_paths',
     'cpu_model_wrapper_cfg', 'init_cpu_process_group', 'replace_cuda_sync_bn', 'setup_launcher'
 ]

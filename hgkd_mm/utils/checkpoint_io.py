@@ -32,19 +32,36 @@ def _history_buffer_getattr(owner: Any, name: str) -> Callable:
 
 
 def mmengine_checkpoint_globals() -> list:
-    """The globals, other than tensors, that mmengine 0.10.7 pickles into a checkpoint.
+    """The globals, other than tensors, that mmengine/mmpretrain checkpoints pickle.
 
     Found by loading Runner checkpoints with ``weights_only=True`` until they load:
-    ``HistoryBuffer``s of float64/int64 numpy arrays and numpy scalars in the
-    ``message_hub`` (mmpretrain/mmdet metrics log python floats, mmseg's float64).
+    ``HistoryBuffer``s of numpy arrays and numpy scalars in the ``message_hub``;
+    published mmpretrain checkpoints may also hold a ``ConfigDict`` in ``meta``. numpy
+    pickles arrays and scalars through ``multiarray`` functions named
+    ``numpy.core.multiarray`` by numpy 1 and ``numpy._core.multiarray`` by numpy 2, so
+    both names are listed for the functions of the numpy installed.
     """
-    # What numpy pickles with (numpy.core.multiarray in numpy 1, numpy._core in numpy 2).
+    from mmengine.config import ConfigDict
     reconstruct_array = np.zeros(0).__reduce__()[0]
     reconstruct_scalar = np.float64(0).__reduce__()[0]
+    allowed = [HistoryBuffer, ConfigDict, (_history_buffer_getattr, 'builtins.getattr'),
+               np.ndarray, np.dtype]
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        allowed += [(reconstruct_array, f'{module}._reconstruct'),
+                    (reconstruct_scalar, f'{module}.scalar')]
     # Each dtype pickles as its concrete class (numpy.dtypes.Float64DType, numpy >= 1.25).
-    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.int64)]
-    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr'),
-            reconstruct_array, reconstruct_scalar, np.ndarray, np.dtype, *dtype_classes]
+    allowed += [type(np.dtype(kind)) for kind in ('f2', 'f4', 'f8', 'i4', 'i8', 'b1')]
+    return allowed
+
+
+def safe_load(path: str, map_location: Any = 'cpu') -> Any:
+    """``torch.load(path, weights_only=True)`` that also reads mmengine checkpoints.
+
+    Only :func:`mmengine_checkpoint_globals` are allowed besides torch's own
+    weights-only set; anything else still raises ``UnpicklingError``.
+    """
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def allow_mmengine_checkpoint_globals() -> None:

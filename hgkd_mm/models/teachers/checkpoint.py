@@ -13,12 +13,12 @@ Everything is returned with mmpretrain key names, so one strict check covers all
 """
 import os
 import os.path as osp
-import pickle
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from hgkd_mm.utils.checkpoint_io import safe_load
 
 StateDict = Dict[str, Tensor]
 
@@ -36,55 +36,6 @@ _TIMM_BLOCK_KEYS = (
 _TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
 _MAE_DECODER_PREFIXES = ('decoder_', 'mask_token')
 _MMPRETRAIN_ENCODER, _MMPRETRAIN_DECODER = 'backbone.', 'neck.'
-
-
-def _history_buffer_statistic(owner: Any, name: str) -> Any:
-    """Stands in for ``getattr`` while unpickling, for ``HistoryBuffer`` alone.
-
-    ``HistoryBuffer.__getstate__`` stores its statistics methods, which pickle writes as
-    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would open every
-    attribute of every allowed object, so only these lookups are answered.
-    """
-    from mmengine.logging import HistoryBuffer
-    if owner is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
-        return getattr(owner, name)
-    raise pickle.UnpicklingError(
-        f'checkpoint asks for getattr({owner!r}, {name!r}), which safe_load does not allow')
-
-
-def _checkpoint_safe_globals() -> List[Any]:
-    """The non-tensor classes that mmengine/mmpretrain checkpoints hold, and nothing more.
-
-    mmengine's ``Runner.save_checkpoint`` stores ``message_hub`` (``HistoryBuffer`` objects
-    holding numpy arrays, numpy scalars from their statistics) and ``meta`` (may hold a
-    ``ConfigDict``). numpy pickles arrays and scalars through ``multiarray`` functions whose
-    module is ``numpy.core`` in files written by numpy 1.x and ``numpy._core`` by numpy 2.x,
-    so both names are listed for the same function; each dtype is rebuilt through its own
-    class (``numpy.dtypes.Float64DType``, ...).
-    """
-    from mmengine.config import ConfigDict
-    from mmengine.logging import HistoryBuffer
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    allowed: List[Any] = [HistoryBuffer, ConfigDict, np.ndarray, np.dtype,
-                          (_history_buffer_statistic, 'builtins.getattr')]
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        allowed += [(multiarray._reconstruct, f'{module}._reconstruct'),
-                    (multiarray.scalar, f'{module}.scalar')]
-    allowed += [type(np.dtype(kind)) for kind in ('f2', 'f4', 'f8', 'i4', 'i8', 'b1')]
-    return allowed
-
-
-def safe_load(path: str, map_location: Any = 'cpu') -> Any:
-    """``torch.load(path, weights_only=True)`` that also accepts mmengine checkpoints.
-
-    Only the classes listed in :func:`_checkpoint_safe_globals` are allowed besides
-    torch's own weights-only set; anything else still raises ``UnpicklingError``.
-    """
-    with torch.serialization.safe_globals(_checkpoint_safe_globals()):
-        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def _rename_timm_block(key: str) -> str:
