@@ -16,7 +16,7 @@ teacher_checkpoint = ('https://download.openmmlab.com/mmselfsup/1.x/mae/'
                       'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k_20220825-f7569ca2.pth')
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrRaise'),
     dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),

@@ -14,7 +14,7 @@ data_preprocessor = dict(
     type='SelfSupDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
     to_rgb=True)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrRaise'),
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.67, 1.0),
          backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
@@ -28,7 +28,7 @@ train_dataloader = dict(
                  with_label=False, pipeline=train_pipeline))
 # held-out images for tools/analysis_tools/eval_feature_loss.py (deterministic view)
 heldout_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrRaise'),
     dict(type='ResizeEdge', scale=img_size, edge='short', backend='pillow',
          interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),

@@ -1,1 +1,3 @@
+from .transforms import LoadImageOrRaise
 
+__all__ = ['LoadImageOrRaise']
