@@ -60,8 +60,10 @@ def safe_load(path: str, map_location: Any = 'cpu') -> Any:
     Only :func:`mmengine_checkpoint_globals` are allowed besides torch's own
     weights-only set; anything else still raises ``UnpicklingError``.
     """
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
-        return torch.load(path, map_location=map_location, weights_only=True)
+    # not the safe_globals() context manager: its exit removes these globals even when
+    # they were allowed before (torch 2.14), which would break mmengine's loads later
+    allow_mmengine_checkpoint_globals()
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def allow_mmengine_checkpoint_globals() -> None:

@@ -272,8 +272,7 @@ def test_safe_load_reads_an_mmengine_runner_checkpoint(tmp_path):
     runner.train()
     path = str(tmp_path / 'iter_2.pth')
 
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path, weights_only=True)
+    # that plain torch.load refuses it without the allow-list: tests/tools/test_checkpoint_resume.py
     checkpoint = safe_load(path)
     assert set(checkpoint['state_dict']) == {'linear.weight', 'linear.bias'}
     buffers = checkpoint['message_hub']['log_scalars']

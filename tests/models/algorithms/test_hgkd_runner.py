@@ -1,0 +1,93 @@
+"""H-GKD through tools/train.py: the teacher loads from its checkpoint, the student's
+checkpoints hold no teacher weights, and resuming continues the run identically."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+from PIL import Image
+
+from mmpretrain.models.backbones import VisionTransformer
+
+from hgkd_mm.utils import safe_load
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY_VIT = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)
+
+CONFIG = """
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
+data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
+                         to_rgb=True)
+model = dict(
+    type='HGKD', mask_ratio=0.5,
+    backbone=dict(type='HGKDSparseResNet', depth=18),
+    neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), channels=32),
+    head=dict(type='HGKDDistillHead'),
+    teacher=dict(type='FrozenViTTeacher', arch={arch!r}, img_size=64, patch_size=16,
+                 checkpoint={teacher!r}))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type='CustomDataset', data_root={data!r}, with_label=False, pipeline=[
+        dict(type='LoadImageOrRaise'), dict(type='RandomResizedCrop', scale=64),
+        dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]))
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
+default_hooks = dict(logger=dict(type='LoggerHook', interval=1),
+                     checkpoint=dict(type='CheckpointHook', interval=1))
+custom_hooks = [dict(type='RNGStateHook')]
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+               dist_cfg=dict(backend='nccl'))
+randomness = dict(seed=0)
+"""
+
+
+def train(*args):
+    env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), *map(str, args)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('hgkd_run')
+    rng = np.random.RandomState(0)
+    (tmp / 'images' / 'x').mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(rng.randint(0, 256, (80, 80, 3), np.uint8)).save(tmp / 'images' / 'x' / f'{i}.png')
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        vit = VisionTransformer(TINY_VIT, img_size=64, patch_size=16, out_type='featmap')
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in vit.state_dict().items()}},
+               tmp / 'teacher.pth')
+    config = tmp / 'hgkd_tiny.py'
+    config.write_text(CONFIG.format(arch=TINY_VIT, teacher=str(tmp / 'teacher.pth'),
+                                    data=str(tmp / 'images')))
+    train(config, '--work-dir', tmp / 'full')
+    return tmp, config
+
+
+def test_checkpoints_hold_the_student_not_the_teacher(setup):
+    tmp, _ = setup
+    state = safe_load(tmp / 'full' / 'epoch_2.pth')['state_dict']
+    assert any(k.startswith('backbone.layer4.') for k in state)
+    assert any(k.startswith('neck.mask_tokens.') for k in state)
+    assert not any(k.startswith('target_generator.') for k in state)
+
+
+def test_resume_continues_identically(setup):
+    tmp, config = setup
+    log = train(config, '--work-dir', tmp / 'resumed', '--resume', tmp / 'full' / 'epoch_1.pth')
+    assert 'resumed epoch: 1' in log
+    expected = safe_load(tmp / 'full' / 'epoch_2.pth')['state_dict']
+    resumed = safe_load(tmp / 'resumed' / 'epoch_2.pth')['state_dict']
+    assert resumed.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
