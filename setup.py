@@ -17,12 +17,12 @@ setup(
     extras_require={
         # downstream tasks: mmdet Mask R-CNN and mmseg UperNet
         'det': ['mmdet==3.3.0', 'pycocotools'],
-        'seg': ['mmsegmentation==1.2.2'],
+        'seg': ['mmsegmentation==1.2.2', 'ftfy', 'regex'],
         # real sparse convolution backend; pick the build that matches your CUDA
         'spconv-cpu': ['spconv==2.3.8'],
         'spconv-cu120': ['spconv-cu120==2.3.8'],
         'spconv-cu126': ['spconv-cu126==2.3.8'],
         'tests': read_requirements('tests'),
-        'all': ['mmdet==3.3.0', 'pycocotools', 'mmsegmentation==1.2.2'] + read_requirements('tests'),
+        'all': ['mmdet==3.3.0', 'pycocotools', 'mmsegmentation==1.2.2', 'ftfy', 'regex'] + read_requirements('tests'),
     },
 )

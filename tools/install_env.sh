@@ -27,7 +27,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$TORCH_VERSION" ] || ! "$PY" -c "import m
   pip_install "setuptools<70" ninja wheel
   WHEELS="${HGKD_CACHE:-$HOME/.cache/hgkd_mm}/mmcv-2.1.0-torch-$TORCH_VERSION"
   if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
-    echo "[install] building mmcv 2.1.0 with ops for torch $TORCH_VERSION (about 6 minutes on 2 cores)"
+    echo "[install] building mmcv 2.1.0 with ops for torch $TORCH_VERSION (15-20 minutes on 2 cores)"
     BUILD="$(mktemp -d)"
     "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: mmcv==2.1.0 -d "$BUILD"
     tar -xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
@@ -41,11 +41,9 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$TORCH_VERSION" ] || ! "$PY" -c "import m
   echo "$TORCH_VERSION" > "$STAMP"
 fi
 
-# 3. OpenMMLab packages (pinned), COCO API, test tools.
-if ! "$PY" -c "import mmpretrain, mmdet, mmseg, pycocotools, timm, pytest" 2>/dev/null; then
-  echo "[install] mmengine, mmpretrain, mmdet, mmsegmentation, pycocotools, timm, pytest"
-  pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
-fi
+# 3. OpenMMLab packages (pinned), COCO API, test tools; a no-op when satisfied.
+echo "[install] mmengine, mmpretrain, mmdet, mmsegmentation, pycocotools, timm, pytest"
+pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 
 # 4. spconv: the CPU build without a GPU, the matching CUDA build with one.
 if ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then

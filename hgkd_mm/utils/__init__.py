@@ -3,6 +3,8 @@ early dataset path checks."""
 from .checkpoint_io import (allow_mmengine_checkpoint_globals, mmengine_checkpoint_globals,
                             safe_load)
 from .data_check import check_data_paths
+from .pretrained_check import (PretrainedMismatchError, StrictPretrainedHook, check_pretrained,
+                               pretrained_init_cfgs)
 from .launch import (cpu_model_wrapper_cfg, init_cpu_process_group, replace_cuda_sync_bn,
                      setup_launcher)
 
@@ -12,5 +14,6 @@ allow_mmengine_checkpoint_globals()
 
 __all__ = [
     'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'safe_load', 'check_data_paths',
+    'PretrainedMismatchError', 'StrictPretrainedHook', 'check_pretrained', 'pretrained_init_cfgs',
     'cpu_model_wrapper_cfg', 'init_cpu_process_group', 'replace_cuda_sync_bn', 'setup_launcher'
 ]

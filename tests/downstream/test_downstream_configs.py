@@ -1,0 +1,85 @@
+"""configs/{cls,det,seg}: every shipped config loads, follows its recipe, and its model takes
+the converted backbone with zero missing or unexpected keys."""
+import pytest
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+
+from downstream_setup import ROOT
+
+from hgkd_mm.utils.pretrained_check import check_pretrained, pretrained_init_cfgs
+
+CONFIGS = sorted(path for task in ('cls', 'det', 'seg')
+                 for path in (ROOT / 'configs' / task).glob('*.py'))
+SYNC_BN = dict(type='SyncBN', requires_grad=True)
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(ROOT / 'configs' / name)
+
+
+def test_all_configs_found():
+    names = {p.relative_to(ROOT / 'configs').as_posix() for p in CONFIGS}
+    assert {'det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_1x_coco.py',
+            'det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_2x_coco.py',
+            'seg/upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py',
+            'cls/resnet50_hgkd-pre_8xb256-coslr-300e_in1k.py',
+            'cls/resnet50_hgkd-pre_8xb32-linear-steplr-100e_in1k.py'} <= names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_config_takes_the_converted_backbone(path, dense_r50):
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports.imports[0] == 'hgkd_mm'
+    assert cfg.custom_imports.allow_failed_imports is False
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.depth) == ('ResNet', 50)
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=cfg.checkpoint,
+                                     prefix='backbone.')
+    assert dict(type='StrictPretrainedHook') in cfg.custom_hooks
+
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(dense_r50)})
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    (name, module, init_cfg), = pretrained_init_cfgs(model)
+    assert name == 'backbone'
+    assert check_pretrained(module, init_cfg['checkpoint'], init_cfg['prefix']) == len(
+        module.state_dict())
+
+
+def test_mask_rcnn_recipe():
+    cfg = load('det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_1x_coco.py')
+    backbone = cfg.model.backbone
+    assert (backbone.frozen_stages, backbone.norm_eval, backbone.norm_cfg) == (-1, False, SYNC_BN)
+    assert cfg.model.neck.norm_cfg == SYNC_BN
+    assert cfg.model.roi_head.bbox_head.type == 'Shared4Conv1FCBBoxHead'
+    assert cfg.model.roi_head.bbox_head.norm_cfg == SYNC_BN
+    assert cfg.model.roi_head.mask_head.norm_cfg == SYNC_BN
+    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+    assert cfg.val_evaluator.type == 'CocoMetric' and cfg.val_evaluator.metric == ['bbox', 'segm']
+    assert cfg.train_cfg.max_epochs == 12
+    cfg_2x = load('det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_2x_coco.py')
+    assert cfg_2x.train_cfg.max_epochs == 24
+    assert cfg_2x.param_scheduler[1].milestones == [16, 22]
+    assert cfg_2x.model == cfg.model
+
+
+def test_upernet_recipe():
+    cfg = load('seg/upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py')
+    assert cfg.model.pretrained is None
+    assert not cfg.model.backbone.get('deep_stem', False)
+    assert cfg.model.backbone.norm_cfg == SYNC_BN and cfg.model.backbone.norm_eval is False
+    assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
+    assert cfg.crop_size == (512, 512) and cfg.model.decode_head.num_classes == 150
+    assert cfg.train_cfg.max_iters == 160000
+
+
+def test_classification_recipes():
+    finetune = load('cls/resnet50_hgkd-pre_8xb256-coslr-300e_in1k.py')
+    assert finetune.train_cfg.max_epochs == 300
+    assert finetune.optim_wrapper.optimizer.type == 'Lamb'
+    assert finetune.model.backbone.norm_cfg == SYNC_BN
+    assert finetune.train_dataloader.dataset.data_root == 'data/imagenet'
+    linear = load('cls/resnet50_hgkd-pre_8xb32-linear-steplr-100e_in1k.py')
+    assert linear.model.backbone.frozen_stages == 4
+    assert linear.optim_wrapper.optimizer.lr == 30.
+    assert linear.train_cfg.max_epochs == 100
