@@ -84,7 +84,8 @@ def main():
     torch.manual_seed(args.seed)
     untrained = MODELS.build(cfg.model)
     untrained.init_weights()
-    trained.eval(), untrained.eval()
+    # BatchNorm uses the statistics of each held-out batch, as during pretraining
+    trained.train(), untrained.train()
 
     mean_token = mean_target_token(trained, build_loader(cfg, cfg.train_dataloader.dataset.ann_file))
     losses = heldout_losses({'trained student': trained, 'untrained student': untrained},
