@@ -1,0 +1,439 @@
+"""Time full H-GKD training steps (forward ``model.loss``, backward, optimizer step) on
+synthetic images, optionally next to the naive composition "mmpretrain SparK step +
+teacher forward" in the same process.
+
+    python tools/analysis_tools/benchmark_pretrain.py CONFIG [--compare-spark] \
+        [--batch-size 8] [--iters 5] [--backend masked|spconv] [--out result.json]
+
+The teacher checkpoint is never loaded (random teacher: same cost). Defaults follow the
+device: on CUDA bf16 autocast and ``torch.compile`` of the student are on, on the CPU
+both are off (``--amp`` / ``--compile`` switch them on, ``--no-amp`` / ``--no-compile``
+off). The composition always runs eager with the teacher reading the full image, so it
+is the same reference for every variant (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.hub import get_config
+from mmengine.logging import MMLogger
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import DefaultScope
+
+SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
+MIB = 2**20
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='H-GKD pretraining config')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--img-size', type=int, help="default: the config's crop size")
+    parser.add_argument('--iters', type=int, default=10, help='timed steps (median)')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
+    parser.add_argument('--device', choices=['cpu', 'cuda'],
+                        default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
+                        help='bf16 autocast (default: on for CUDA, off for CPU)')
+    parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
+                        help='torch.compile the student (default: on for CUDA, off for CPU)')
+    parser.add_argument('--compare-spark', action='store_true',
+                        help='also time mmpretrain SparK step + teacher forward')
+    parser.add_argument('--spark-depth', type=int,
+                        help="SparK ResNet depth (default: the student's depth)")
+    parser.add_argument('--backend', choices=['masked', 'spconv'], help='student backend')
+    parser.add_argument('--teacher-input-mode', choices=['full', 'masked'])
+    parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
+                        help='student in channels-last memory format')
+    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--out', help='write the result as JSON here')
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- setup
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model from /proc/cpuinfo."""
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open('/proc/cpuinfo') as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    return platform.processor() or 'unknown CPU'
+
+
+def crop_size(cfg: Config) -> int:
+    """The training crop size of the config (RandomResizedCrop), else the teacher's."""
+    pipeline = cfg.get('train_dataloader', {}).get('dataset', {}).get('pipeline', [])
+    for transform in pipeline:
+        if transform.get('type') == 'RandomResizedCrop':
+            scale = transform['scale']
+            return scale if isinstance(scale, int) else scale[0]
+    return cfg.model.teacher.get('img_size', 224)
+
+
+def hgkd_model_cfg(cfg: Config, args: argparse.Namespace) -> ConfigDict:
+    """The config's model with the command line's variants and no teacher checkpoint."""
+    model = copy.deepcopy(cfg.model)
+    model.teacher.checkpoint = None
+    if args.backend is not None:
+        model.backbone.backend = args.backend
+    if args.teacher_input_mode is not None:
+        model.teacher.input_mode = args.teacher_input_mode
+    if args.channels_last is not None:
+        model.channels_last = args.channels_last
+    return model
+
+
+def _swap_sync_norms(node) -> None:
+    """SparK's norms for one device, as the anchors did (anchor_bench.py)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'type' and value == 'SparseSyncBatchNorm2d':
+                node[key] = 'SparseBatchNorm2d'
+            elif key == 'type' and value == 'SyncBN':
+                node[key] = 'BN'
+            else:
+                _swap_sync_norms(value)
+    elif isinstance(node, list):
+        for value in node:
+            _swap_sync_norms(value)
+
+
+def spark_model_cfg(img_size: int, depth: int) -> dict:
+    """mmpretrain's own SparK ResNet config, sized for ``img_size`` and ``depth``."""
+    model = get_config(SPARK_CONFIG).model.to_dict()
+    model['input_size'] = img_size
+    model['backbone']['depth'] = depth
+    # SparseResNet defaults to the sync norm, which the config does not name
+    model['backbone']['norm_cfg'] = dict(type='SparseBatchNorm2d')
+    model['enc_dec_norm_dim'] = 2048 if depth >= 50 else 512
+    _swap_sync_norms(model)
+    return model
+
+
+def build_model(model_cfg: dict, device: torch.device) -> nn.Module:
+    from mmpretrain.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(model_cfg)
+    model.init_weights()  # its INFO lines go to the WARNING-level logger of main()
+    # one process: SyncBN is BN (as mmengine's Runner does when not distributed)
+    return revert_sync_batchnorm(model).to(device).train()
+
+
+def build_optimizer(params: List[nn.Parameter], optimizer_cfg: dict,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """The config's optimizer, fused for Adam/AdamW where torch supports it."""
+    from mmengine.registry import OPTIMIZERS
+    optimizer_cfg = dict(optimizer_cfg, params=params)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        if optimizer_cfg['type'] in ('Adam', 'AdamW'):
+            with contextlib.suppress(RuntimeError, TypeError, ValueError):
+                return OPTIMIZERS.build(dict(optimizer_cfg, fused=True))
+        return OPTIMIZERS.build(optimizer_cfg)
+
+
+def compile_student(model: nn.Module) -> None:
+    """``torch.compile`` backbone, neck and ``head.loss`` in place (the teacher stays eager)."""
+    model.backbone.compile()
+    model.neck.compile()
+    model.head.loss = torch.compile(model.head.loss)
+
+
+def teacher_reading_full_image(teacher: nn.Module) -> nn.Module:
+    """The same teacher (shared weights) in ``input_mode='full'``."""
+    full = copy.copy(teacher)
+    full.input_mode = 'full'
+    return full
+
+
+def state_bytes(modules: Iterable[nn.Module], optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of parameters, buffers and optimizer state (each storage counted once)."""
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    tensors += [v for state in optimizer.state.values() for v in state.values()
+                if isinstance(v, torch.Tensor)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+# ----------------------------------------------------------------------------- timing
+class Step:
+    """One training step of a model, with its timings and transient memory.
+
+    On the CPU the process CPU time of each step is recorded next to the wall time: on a
+    shared machine it does not count the time other jobs hold the cores (with one
+    thread it is the step's compute time; with more it also counts OpenMP spin-waits).
+    """
+
+    def __init__(self, name: str, run: Callable[[], None], static_bytes: Callable[[], int]):
+        self.name = name
+        self.run = run
+        self.static_bytes = static_bytes
+        self.times_ms: List[float] = []
+        self.cpu_times_ms: List[float] = []
+        self.transient_bytes = 0
+
+    def timed(self, device: torch.device) -> None:
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start_bytes = torch.cuda.memory_allocated()
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            self.run()
+            end.record()
+            torch.cuda.synchronize()
+            self.times_ms.append(start.elapsed_time(end))
+            self.transient_bytes = max(self.transient_bytes,
+                                       torch.cuda.max_memory_allocated() - start_bytes)
+        else:
+            start_s, start_cpu_s = time.perf_counter(), time.process_time()
+            self.run()
+            self.times_ms.append((time.perf_counter() - start_s) * 1000)
+            self.cpu_times_ms.append((time.process_time() - start_cpu_s) * 1000)
+
+    def summary(self, batch: int, device: torch.device) -> dict:
+        median = statistics.median(self.times_ms)
+        result = dict(ms_median=median, ms_min=min(self.times_ms), ms_max=max(self.times_ms),
+                      img_per_s=batch / median * 1000, iters=len(self.times_ms),
+                      ms_all=self.times_ms)
+        if device.type == 'cuda':
+            result['peak_memory_mib'] = (self.static_bytes() + self.transient_bytes) / MIB
+        else:
+            result['cpu_ms_median'] = statistics.median(self.cpu_times_ms)
+            result['cpu_ms_min'] = min(self.cpu_times_ms)
+            result['cpu_ms_all'] = self.cpu_times_ms
+        return result
+
+
+def training_step(loss_fn: Callable[[], Dict[str, torch.Tensor]],
+                  optimizer: torch.optim.Optimizer, params: List[nn.Parameter],
+                  autocast: Callable[[], torch.autocast],
+                  clip_grad: Optional[dict]) -> Callable[[], None]:
+    """forward (``loss_fn`` under ``autocast()``), backward, clip, optimizer step."""
+
+    def run() -> None:
+        with autocast():
+            loss = sum(v for k, v in loss_fn().items() if 'loss' in k)
+        loss.backward()
+        if clip_grad:
+            nn.utils.clip_grad_norm_(params, **clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB
+
+
+# ----------------------------------------------------------------------------- main
+@dataclasses.dataclass
+class Bench:
+    """What both measured steps share."""
+    device: torch.device
+    inputs: torch.Tensor  # (B, 3, H, W)
+    amp: bool
+    optimizer_cfg: dict
+    clip_grad: Optional[dict]
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def step(self, name: str, model: nn.Module, loss_fn: Callable[[], Dict[str, torch.Tensor]],
+             extra_modules: Tuple[nn.Module, ...] = ()) -> Tuple[Step, torch.optim.Optimizer]:
+        """A timed training step of ``model``'s trainable parameters."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, self.optimizer_cfg, self.device)
+        run = training_step(loss_fn, optimizer, params, self.autocast, self.clip_grad)
+        modules = (model, *extra_modules)
+        step = Step(name, run,
+                    lambda: state_bytes(modules, optimizer) + self.inputs.nbytes)
+        return step, optimizer
+
+
+def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: int,
+                 seed: int) -> Tuple[Step, nn.Module, torch.optim.Optimizer, dict]:
+    """Build and warm up the H-GKD step; if ``torch.compile`` fails, warn and run eager."""
+
+    def build(compile_now: bool):
+        torch.manual_seed(seed)
+        model = build_model(model_cfg, bench.device)
+        if compile_now:
+            compile_student(model)
+        step, optimizer = bench.step('H-GKD', model, lambda: model.loss(bench.inputs))
+        return step, model, optimizer
+
+    step, model, optimizer = build(compiled)
+    try:
+        for _ in range(max(warmup, int(compiled))):  # the compiler runs in the first step
+            step.run()
+        return step, model, optimizer, dict(requested=compiled, used=compiled, error=None)
+    except Exception as error:  # noqa: BLE001  any compiler failure: fall back to eager
+        if not compiled:
+            raise
+        message = f'{type(error).__name__}: {error}'.splitlines()[0]
+        print(f'WARNING: torch.compile failed ({message}); running eager', flush=True)
+    step, model, optimizer = build(False)
+    for _ in range(warmup):
+        step.run()
+    return step, model, optimizer, dict(requested=True, used=False, error=message)
+
+
+def warm_up_composition(bench: Bench, teacher: nn.Module, depth: int, warmup: int,
+                        seed: int) -> Step:
+    """mmpretrain's SparK step plus ``teacher``'s forward on the full image, eager."""
+    torch.manual_seed(seed)
+    spark = build_model(spark_model_cfg(bench.inputs.shape[-1], depth), bench.device)
+    teacher = teacher_reading_full_image(teacher)
+
+    def loss() -> Dict[str, torch.Tensor]:
+        teacher(bench.inputs)
+        return spark.loss(bench.inputs, None)
+
+    step, _ = bench.step('SparK + teacher', spark, loss, extra_modules=(teacher, ))
+    for _ in range(warmup):
+        step.run()
+    return step
+
+
+def environment(device: torch.device) -> dict:
+    import mmengine
+    import mmpretrain
+    return dict(device=device.type, device_name=device_name(device), cpu_count=os.cpu_count(),
+                threads=torch.get_num_threads(), torch=torch.__version__,
+                cuda=torch.version.cuda if device.type == 'cuda' else None,
+                mmpretrain=mmpretrain.__version__, mmengine=mmengine.__version__)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Run the benchmark; returns (and with ``--out`` writes) the result dict."""
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    on_cuda = device.type == 'cuda'
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    import hgkd_mm  # noqa: F401  registers the H-GKD modules
+    # a new current logger at WARNING: init_weights() logs every tensor at INFO
+    MMLogger.get_instance(f'benchmark_pretrain_{time.time_ns()}', log_level='WARNING')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    img_size = args.img_size or crop_size(cfg)
+    torch.manual_seed(args.seed)
+    clip_grad = cfg.optim_wrapper.get('clip_grad')
+    bench = Bench(device, torch.randn(args.batch_size, 3, img_size, img_size, device=device),
+                  amp=on_cuda if args.amp is None else args.amp,
+                  optimizer_cfg=cfg.optim_wrapper.optimizer.to_dict(),
+                  clip_grad=clip_grad.to_dict() if clip_grad else None)
+
+    compiled = on_cuda if args.compile is None else args.compile
+    hgkd, model, optimizer, compile_info = warm_up_hgkd(
+        bench, hgkd_model_cfg(cfg, args), compiled, args.warmup, args.seed)
+    hgkd_rss_mib = peak_rss_mib()  # before the composition exists
+    steps = [hgkd]
+    spark_depth = args.spark_depth or model.backbone.depth
+    if args.compare_spark:
+        steps.append(warm_up_composition(bench, model.teacher, spark_depth, args.warmup,
+                                         args.seed))
+    for _ in range(args.iters):  # alternate A, B, A, B: both see the same machine load
+        for step in steps:
+            step.timed(device)
+
+    result = dict(
+        config=args.config, **environment(device), batch_size=args.batch_size,
+        img_size=img_size, amp='bf16' if bench.amp else 'fp32', compile=compile_info,
+        backend=model.backbone.backend, teacher_input_mode=model.teacher.input_mode,
+        channels_last=model.channels_last, student_depth=model.backbone.depth,
+        optimizer=bench.optimizer_cfg['type'],
+        optimizer_fused=bool(optimizer.defaults.get('fused')), clip_grad=bench.clip_grad,
+        warmup=args.warmup, hgkd=hgkd.summary(args.batch_size, device))
+    if on_cuda:
+        result['memory_note'] = ('CUDA: own parameters, buffers, optimizer state and input '
+                                 '+ peak transient allocation of one step')
+    else:
+        result['hgkd']['peak_rss_mib'] = hgkd_rss_mib
+        result['memory_note'] = ('CPU: peak RSS of the whole process (ru_maxrss); the H-GKD '
+                                 'value is taken before the composition was built')
+    if args.compare_spark:
+        add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
+    print_table(result)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:
+    """Put the composition's numbers and the H-GKD / composition ratios into ``result``."""
+    result['composition'] = dict(composition, spark_config=SPARK_CONFIG,
+                                 spark_depth=spark_depth, teacher_input_mode='full',
+                                 compiled=False)
+    result['ratio_img_per_s'] = result['hgkd']['img_per_s'] / composition['img_per_s']
+    if 'cpu_ms_median' in composition:
+        result['ratio_cpu_time'] = composition['cpu_ms_median'] / result['hgkd']['cpu_ms_median']
+    if result['device'] == 'cuda':
+        result['memory_ratio'] = (result['hgkd']['peak_memory_mib'] /
+                                  composition['peak_memory_mib'])
+    else:  # both models are resident: the process's peak says nothing about one of them
+        result['composition']['process_peak_rss_mib'] = peak_rss_mib()
+        result['memory_ratio'] = None
+
+
+def print_table(result: dict) -> None:
+    """A short human-readable summary of ``result``."""
+    compile_state = 'on' if result['compile']['used'] else 'off'
+    print(f"{result['device_name']} | torch {result['torch']} | mmpretrain "
+          f"{result['mmpretrain']} | threads {result['threads']}")
+    print(f"batch {result['batch_size']} | {result['img_size']} px | {result['amp']} | compile "
+          f"{compile_state} | backend {result['backend']} | teacher "
+          f"{result['teacher_input_mode']} | channels_last {result['channels_last']} | "
+          f"{result['optimizer']}")
+    on_cuda = result['device'] == 'cuda'
+    memory_label = 'peak MiB' if on_cuda else 'peak RSS MiB'
+    print(f"{'step':16s} {'ms (median)':>12s} {'img/s':>8s} {'CPU ms':>10s} {memory_label:>13s}")
+    for name, key in (('H-GKD', 'hgkd'), ('SparK + teacher', 'composition')):
+        if key not in result:
+            continue
+        row = result[key]
+        memory = row.get('peak_memory_mib' if on_cuda else 'peak_rss_mib',
+                         row.get('process_peak_rss_mib'))
+        cpu_ms = row.get('cpu_ms_median')
+        print(f"{name:16s} {row['ms_median']:12.1f} {row['img_per_s']:8.2f} "
+              f"{'-' if cpu_ms is None else format(cpu_ms, '.1f'):>10s} "
+              f"{'-' if memory is None else format(memory, '.0f'):>13s}")
+    if 'ratio_img_per_s' in result:
+        ratios = [f"{result['ratio_img_per_s']:.2f}x img/s"]
+        if result.get('ratio_cpu_time'):
+            ratios.append(f"{result['ratio_cpu_time']:.2f}x by CPU time")
+        if result['memory_ratio']:
+            ratios.append(f"{result['memory_ratio']:.2f}x memory")
+        print('H-GKD vs SparK + teacher: ' + ', '.join(ratios))
+
+
+if __name__ == '__main__':
+    main()

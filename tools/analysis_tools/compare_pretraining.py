@@ -1,0 +1,359 @@
+"""H-GKD vs SparK vs no pre-training at one scale, end to end.
+
+    python tools/analysis_tools/compare_pretraining.py [--work-dir work_dirs/compare]
+        [--img-size 96] [--mae-epochs 10] [--student-epochs 3] [--seeds 0 1 2]
+        [--finetune] [--ft-epochs 3] [--pool-size N] [--probe-classes N]
+        [--probe-per-class N] [--smoke]
+
+Stages (outputs under ``--work-dir``; a stage whose final checkpoint exists is skipped,
+an interrupted one resumes from its last checkpoint):
+
+1. ``pool.txt``: the unlabeled pre-training pool, imagenet-sample + the images of
+   caltech101/train (labels unused), as an mmpretrain ``CustomDataset`` ann file.
+2. ``mae/``: mmpretrain's MAE pre-trains the ViT teacher
+   (``configs/pretrain/mae_vit-tiny-p16_1xb64-15e_imagenet-sample-128px.py``).
+3. ``hgkd/``: H-GKD distils it into a sparse ResNet-18
+   (``configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py``).
+4. ``spark/``: mmpretrain's SparK pre-trains the same ResNet-18 for the same number of
+   steps on the same data, image size, batch and schedule
+   (``configs/pretrain/spark_resnet18_1xb32-6e_imagenet-sample-128px.py``).
+5. ``probe/``: ``tools/analysis_tools/probe.py`` linear probes (and with ``--finetune``,
+   short fine-tunes) the H-GKD student, the SparK student, a random ResNet-18 and the
+   teacher on caltech101/train (own stratified 80/20 split per seed), at ``--img-size``.
+
+Stages 2-4 run ``tools/train.py`` on configs generated in ``configs/`` of the work dir,
+each ``_base_``-ing the repo config above and overriding data, image size, epochs and
+batch size; the probes run in this process (images decoded once for all four models).
+The table goes to ``results.md`` and ``results.json``.
+
+The default (CPU) setting: 96 px, the whole 6,784-image pool, MAE 10 epochs (1,060
+steps of 64), students 3 epochs (636 steps of 32 each), linear probes on all of
+caltech101/train with seeds 0 1 2: roughly 2 hours on 2 otherwise idle cores (an
+estimate from CPU time per step measured on a shared machine, not a timed run;
+SparK's full-resolution decoder makes its steps slower than H-GKD's).
+A GPU setting (one GPU; not run yet)::
+
+    python tools/analysis_tools/compare_pretraining.py --work-dir work_dirs/compare_gpu \\
+        --img-size 224 --mae-epochs 400 --student-epochs 200 --mae-batch-size 256 \\
+        --student-batch-size 128 --workers 8 --seeds 0 1 2 --finetune --ft-epochs 30
+
+Learning rates scale linearly with the batch size from the repo configs' values.
+``--smoke`` runs every stage for two iterations on 8 images at 64 px and probes a
+4-class subset (for tests).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import os.path as osp
+import platform
+import pprint
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+import probe  # noqa: E402
+
+DATA = osp.normpath(osp.join(ROOT, '..', 'shared', 'data'))
+POOL_SOURCES = ('imagenet-sample', 'caltech101/train')
+PROBE_DATA = osp.join(DATA, 'caltech101', 'train')
+BASE_CONFIGS = dict(
+    mae='configs/pretrain/mae_vit-tiny-p16_1xb64-15e_imagenet-sample-128px.py',
+    hgkd='configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py',
+    spark='configs/pretrain/spark_resnet18_1xb32-6e_imagenet-sample-128px.py')
+SMOKE = dict(img_size=64, mae_epochs=1, student_epochs=1, mae_batch_size=4,
+             student_batch_size=4, workers=0, pool_size=8, probe_classes=4,
+             probe_per_class=6, seeds=[0], ft_epochs=1)
+
+
+# ------------------------------------------------------------------------------- data
+def write_pool(work_dir: str, limit: Optional[int] = None) -> tuple[str, int]:
+    """``pool.txt``: image paths relative to ``DATA`` (``limit``: evenly spaced subset)."""
+    paths = []
+    for source in POOL_SOURCES:
+        paths += sorted(osp.relpath(p, DATA) for p in glob.glob(osp.join(DATA, source, '*', '*'))
+                        if p.lower().endswith(probe.IMG_EXTENSIONS))
+    if not paths:
+        sys.exit(f'no images under {DATA}/{{{",".join(POOL_SOURCES)}}}: the shared data is needed')
+    if limit:
+        paths = paths[::math.ceil(len(paths) / limit)][:limit]
+    pool = osp.join(work_dir, 'pool.txt')
+    with open(pool, 'w') as f:
+        f.write('\n'.join(paths) + '\n')
+    return pool, len(paths)
+
+
+def probe_subset(work_dir: str, classes: Optional[int], per_class: Optional[int]) -> str:
+    """An image folder of symlinks to the first ``per_class`` images of ``classes``
+    evenly spaced classes of ``PROBE_DATA`` (None: all)."""
+    subset = osp.join(work_dir, f'probe_data_{classes or "all"}x{per_class or "all"}')
+    names = sorted(os.listdir(PROBE_DATA))
+    for name in names[::len(names) // classes if classes else 1][:classes]:
+        os.makedirs(osp.join(subset, name), exist_ok=True)
+        for image in sorted(os.listdir(osp.join(PROBE_DATA, name)))[:per_class]:
+            link = osp.join(subset, name, image)
+            if not osp.lexists(link):
+                os.symlink(osp.join(PROBE_DATA, name, image), link)
+    return subset
+
+
+# ---------------------------------------------------------------------------- configs
+def lr_schedule(epochs: int, warmup: int) -> list:
+    """Linear warm-up for ``warmup`` epochs, then cosine to the end (iteration-based)."""
+    warmup = min(warmup, epochs)
+    schedule = [dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup,
+                     convert_to_iter_based=True)]
+    if epochs > warmup:
+        schedule.append(dict(type='CosineAnnealingLR', T_max=epochs - warmup, by_epoch=True,
+                             begin=warmup, end=epochs, convert_to_iter_based=True))
+    return schedule
+
+
+def resized_pipeline(pipeline: list, img_size: int) -> list:
+    """``pipeline`` with every ``RandomResizedCrop`` at ``img_size``."""
+    return [dict(t, scale=img_size) if t['type'] == 'RandomResizedCrop' else t
+            for t in pipeline]
+
+
+def stage_overrides(base: Config, pool: str, img_size: int, epochs: int, batch_size: int,
+                    workers: int) -> dict:
+    """The overrides every stage shares: data, image size, batch, lr, schedule."""
+    base_batch = base.train_dataloader.batch_size
+    loader = dict(
+        batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+        dataset=dict(data_root=DATA, ann_file=pool,
+                     pipeline=resized_pipeline(base.train_pipeline, img_size)))
+    warmup = max(1, round(epochs * base.param_scheduler[0].end / base.train_cfg.max_epochs))
+    return dict(
+        train_dataloader=loader,
+        optim_wrapper=dict(optimizer=dict(
+            lr=base.optim_wrapper.optimizer.lr * batch_size / base_batch)),
+        param_scheduler=lr_schedule(epochs, warmup),
+        train_cfg=dict(max_epochs=epochs),
+        default_hooks=dict(checkpoint=dict(interval=1, max_keep_ckpts=1),
+                           logger=dict(interval=10)))
+
+
+def write_config(path: str, base: str, overrides: dict) -> str:
+    """A config file that ``_base_``s ``base`` (a repo config) with ``overrides``."""
+    lines = [f'# Generated by tools/analysis_tools/compare_pretraining.py from {base}.',
+             f'_base_ = [{osp.join(ROOT, base)!r}]']
+    lines += [f'{key} = {pprint.pformat(value, sort_dicts=False)}'
+              for key, value in overrides.items()]
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+def write_configs(args: argparse.Namespace, pool: str) -> dict:
+    """The three stage configs in ``<work>/configs/``; returns their paths."""
+    bases = {name: Config.fromfile(osp.join(ROOT, path)) for name, path in BASE_CONFIGS.items()}
+    size = args.img_size
+    mae = stage_overrides(bases['mae'], pool, size, args.mae_epochs, args.mae_batch_size,
+                          args.workers)
+    mae['model'] = dict(backbone=dict(img_size=size), neck=dict(num_patches=(size // 16)**2))
+    teacher = osp.join(args.work_dir, 'mae', f'epoch_{args.mae_epochs}.pth')
+    hgkd = stage_overrides(bases['hgkd'], pool, size, args.student_epochs,
+                           args.student_batch_size, args.workers)
+    hgkd['model'] = dict(teacher=dict(checkpoint=teacher, img_size=size,
+                                      arch=bases['mae'].model.backbone.arch))
+    spark = stage_overrides(bases['spark'], pool, size, args.student_epochs,
+                            args.student_batch_size, args.workers)
+    spark['model'] = dict(input_size=size)
+    configs = osp.join(args.work_dir, 'configs')
+    return {name: write_config(osp.join(configs, f'{name}.py'), BASE_CONFIGS[name], overrides)
+            for name, overrides in dict(mae=mae, hgkd=hgkd, spark=spark).items()}
+
+
+# ----------------------------------------------------------------------------- stages
+def train(name: str, config: str, work_dir: str, epochs: int) -> dict:
+    """``tools/train.py config --resume`` unless ``epoch_<epochs>.pth`` exists."""
+    stage_dir = osp.join(work_dir, name)
+    checkpoint = osp.join(stage_dir, f'epoch_{epochs}.pth')
+    timing = osp.join(stage_dir, 'stage_seconds.json')  # the run that made checkpoint
+    if osp.isfile(checkpoint):
+        print(f'[compare] {name}: {checkpoint} exists, skipped', flush=True)
+        seconds = None
+        if osp.isfile(timing):
+            with open(timing) as f:
+                seconds = json.load(f)['seconds']
+        return dict(checkpoint=checkpoint, seconds=seconds, skipped=True)
+    command = [sys.executable, 'tools/train.py', config, '--work-dir', stage_dir, '--resume']
+    os.makedirs(stage_dir, exist_ok=True)
+    log = osp.join(stage_dir, 'train_stdout.log')
+    print(f'[compare] {name}: $ python {" ".join(command[1:])}  (output: {log})', flush=True)
+    start = time.time()
+    with open(log, 'a') as out:
+        result = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode or not osp.isfile(checkpoint):
+        with open(log) as f:
+            tail = ''.join(f.readlines()[-30:])
+        raise RuntimeError(f'stage {name} failed (exit {result.returncode}); end of {log}:\n'
+                           f'{tail}')
+    seconds = round(time.time() - start, 1)
+    with open(timing, 'w') as f:
+        json.dump(dict(seconds=seconds), f)
+    print(f'[compare] {name}: done in {seconds:.0f} s', flush=True)
+    return dict(checkpoint=checkpoint, seconds=seconds, skipped=False)
+
+
+def run_probe(name: str, checkpoint: str, arch: str, args: argparse.Namespace, data: str,
+              mode: str) -> dict:
+    """``probe.evaluate`` with the run's settings; the result JSON is reused when it was
+    made with the same checkpoint and settings."""
+    settings = dict(checkpoint=checkpoint, arch=arch, mode=mode, img_size=args.img_size,
+                    data=osp.abspath(data), seeds=list(args.seeds),
+                    epochs=args.ft_epochs if mode == 'finetune' else None,
+                    checkpoint_mtime=None if checkpoint == 'random' else
+                    os.stat(checkpoint).st_mtime_ns)
+    out = osp.join(args.work_dir, 'probe', f'{name}_{mode}.json')
+    if osp.isfile(out):
+        with open(out) as f:
+            saved = json.load(f)
+        if saved.get('settings') == settings:
+            print(f'[compare] probe {name} ({mode}): {out} is up to date, reused', flush=True)
+            return saved
+    print(f'[compare] probe {name} ({mode}): $ python tools/analysis_tools/probe.py '
+          f'{checkpoint} --data {data} --{mode} --arch {arch} --img-size {args.img_size} '
+          f'--seeds {" ".join(map(str, args.seeds))}'
+          + (f' --epochs {args.ft_epochs}' if mode == 'finetune' else ''), flush=True)
+    result = probe.evaluate(checkpoint, data, arch, args.img_size, mode, seeds=args.seeds,
+                            epochs=args.ft_epochs,
+                            cache_dir=osp.join(args.work_dir, 'probe_cache'))
+    result['settings'] = settings
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(result, f, indent=2)
+    print(f"[compare] probe {name} ({mode}): top-1 {result['top1_mean']:.2f} "
+          f"± {result['top1_std']:.2f} ({result['seconds']['total']:.0f} s)", flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------- results
+def steps(epochs: int, images: int, batch_size: int) -> int:
+    """Optimizer steps of an epoch-based run (mmengine keeps the last partial batch)."""
+    return epochs * math.ceil(images / batch_size)
+
+
+def model_rows(stages: dict, mae_config: str, args: argparse.Namespace,
+               pool_images: int) -> list:
+    """The four probed models: checkpoint, probe arch and pre-training steps."""
+    student_steps = steps(args.student_epochs, pool_images, args.student_batch_size)
+    mae_steps = steps(args.mae_epochs, pool_images, args.mae_batch_size)
+    rows = [
+        dict(method='H-GKD ResNet-18', name='hgkd', checkpoint=stages['hgkd']['checkpoint'],
+             arch='resnet18', steps=student_steps,
+             pretraining=f'MAE teacher ({mae_steps} steps) + distillation'),
+        dict(method='SparK ResNet-18', name='spark', checkpoint=stages['spark']['checkpoint'],
+             arch='resnet18', steps=student_steps, pretraining='SparK (pixels)'),
+        dict(method='random ResNet-18', name='random', checkpoint='random', arch='resnet18',
+             steps=0, pretraining='none'),
+        dict(method='MAE ViT teacher', name='teacher', checkpoint=stages['mae']['checkpoint'],
+             arch=f'vit:{mae_config}', steps=mae_steps, pretraining='MAE'),
+    ]
+    return [dict(row, img_size=args.img_size) for row in rows]
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    header = ('method', 'pre-training', 'steps', 'img', 'linear top-1 (mean ± std)',
+              'fine-tune top-1 (mean ± std)')
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+    for row in rows:
+        cells = [row['method'], row['pretraining'], str(row['steps']), str(row['img_size'])]
+        for mode in ('linear', 'finetune'):
+            result = row.get(mode)
+            cells.append(f"{result['top1_mean']:.2f} ± {result['top1_std']:.2f}"
+                         if result else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f'CPU only, {os.cpu_count()} cores ({platform.machine()})'
+    return f'{device}; torch {torch.__version__}; {platform.platform()}'
+
+
+# ------------------------------------------------------------------------------- main
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'compare'))
+    parser.add_argument('--img-size', type=int, default=96,
+                        help='pre-training and probe size, a multiple of 32')
+    parser.add_argument('--mae-epochs', type=int, default=10)
+    parser.add_argument('--student-epochs', type=int, default=3,
+                        help='epochs of H-GKD and of SparK (same data and batch: same steps)')
+    parser.add_argument('--mae-batch-size', type=int, default=64)
+    parser.add_argument('--student-batch-size', type=int, default=32)
+    parser.add_argument('--workers', type=int, default=2, help='dataloader workers')
+    parser.add_argument('--pool-size', type=int,
+                        help='use every ceil(6784/N)-th pool image only (at most N; quick runs)')
+    parser.add_argument('--probe-classes', type=int,
+                        help='probe on N evenly spaced caltech101 classes only (quick runs)')
+    parser.add_argument('--probe-per-class', type=int,
+                        help='probe on the first N images of each class only (quick runs)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--finetune', action='store_true', help='also fine-tune each model')
+    parser.add_argument('--ft-epochs', type=int, default=3)
+    parser.add_argument('--smoke', action='store_true',
+                        help='two iterations per stage on 8 images, 4-class probe (tests)')
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    if args.img_size % 32:
+        parser.error('--img-size must be a multiple of 32 (the ResNet stride)')
+    args.work_dir = osp.abspath(args.work_dir)
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))
+    os.makedirs(args.work_dir, exist_ok=True)
+    pool, pool_images = write_pool(args.work_dir, args.pool_size)
+    configs = write_configs(args, pool)
+    data = (probe_subset(args.work_dir, args.probe_classes, args.probe_per_class)
+            if args.probe_classes or args.probe_per_class else PROBE_DATA)
+
+    stages = dict(mae=train('mae', configs['mae'], args.work_dir, args.mae_epochs))
+    for name in ('hgkd', 'spark'):
+        stages[name] = train(name, configs[name], args.work_dir, args.student_epochs)
+
+    rows = model_rows(stages, configs['mae'], args, pool_images)
+    for row in rows:
+        for mode in ('linear', 'finetune') if args.finetune else ('linear', ):
+            row[mode] = run_probe(row['name'], row['checkpoint'], row['arch'], args, data, mode)
+
+    table = format_table(rows)
+    command = 'python tools/analysis_tools/compare_pretraining.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    summary = dict(
+        command=command, machine=machine(), seeds=args.seeds, img_size=args.img_size,
+        pool_images=pool_images, probe_data=data, mae_epochs=args.mae_epochs,
+        student_epochs=args.student_epochs, mae_batch_size=args.mae_batch_size,
+        student_batch_size=args.student_batch_size,
+        stage_seconds={name: stage['seconds'] for name, stage in stages.items()},
+        rows=rows, table=table)
+    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
+        f.write(f'{table}\n\n`{command}`\n\n{summary["machine"]}; seeds {args.seeds}\n')
+    print(table)
+    return summary
+
+
+if __name__ == '__main__':
+    main()
