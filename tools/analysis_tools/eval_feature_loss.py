@@ -79,13 +79,15 @@ def main():
     import hgkd_mm  # noqa: F401  registers the modules
     from mmpretrain.registry import MODELS
 
+    # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
+    if cfg.get('data_preprocessor') is not None:
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     trained = MODELS.build(cfg.model)
     load_checkpoint(trained, args.checkpoint, map_location='cpu', strict=True)
     torch.manual_seed(args.seed)
     untrained = MODELS.build(cfg.model)
     untrained.init_weights()
-    # BatchNorm uses the statistics of each held-out batch, as during pretraining
-    trained.train(), untrained.train()
+    trained.eval(), untrained.eval()
 
     mean_token = mean_target_token(trained, build_loader(cfg, cfg.train_dataloader.dataset.ann_file))
     losses = heldout_losses({'trained student': trained, 'untrained student': untrained},
