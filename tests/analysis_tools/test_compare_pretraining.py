@@ -1,0 +1,56 @@
+"""tools/analysis_tools/compare_pretraining.py --smoke runs end to end and resumes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / 'shared' / 'data'
+METHODS = ['H-GKD ResNet-18', 'SparK ResNet-18', 'random ResNet-18', 'MAE ViT teacher']
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / 'caltech101' / 'train').is_dir(),
+                                reason='needs ../shared/data (imagenet-sample, caltech101)')
+
+
+def run_compare(work_dir: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS='2')
+    completed = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/compare_pretraining.py', '--smoke',
+         '--work-dir', str(work_dir)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
+def test_smoke_end_to_end_then_resume(tmp_path):
+    work_dir = tmp_path / 'compare'
+    first = run_compare(work_dir)
+
+    summary = json.loads((work_dir / 'results.json').read_text())
+    assert [row['method'] for row in summary['rows']] == METHODS
+    for row in summary['rows']:
+        assert 0 <= row['linear']['top1_mean'] <= 100
+        assert [run['seed'] for run in row['linear']['runs']] == [0]
+    hgkd, spark = summary['rows'][:2]
+    assert hgkd['steps'] == spark['steps'] == 2  # same student steps: 8 images, batch 4
+    for stage in ('mae/epoch_1.pth', 'hgkd/epoch_1.pth', 'spark/epoch_1.pth'):
+        assert (work_dir / stage).is_file()
+    assert "_base_ = ['" + str(ROOT / 'configs' / 'pretrain') in (
+        work_dir / 'configs' / 'spark.py').read_text()
+
+    table = (work_dir / 'results.md').read_text()
+    assert all(f'| {method} |' in table for method in METHODS)
+    assert summary['table'] in first.stdout
+
+    second = run_compare(work_dir)  # every stage and probe is reused
+    assert second.stdout.count('exists, skipped') == 3
+    assert second.stdout.count('reused') == 4
+    resumed = json.loads((work_dir / 'results.json').read_text())
+    assert resumed['table'] == summary['table']
+    assert resumed['stage_seconds'] == summary['stage_seconds']  # timings of the first run
+    assert all(seconds > 0 for seconds in summary['stage_seconds'].values())

@@ -1,0 +1,167 @@
+"""tools/analysis_tools/probe.py on tiny generated image folders (seconds on a CPU)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmpretrain.models.backbones import ResNet, VisionTransformer
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / 'tools' / 'analysis_tools'))
+import probe  # noqa: E402
+
+COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 210, 40))
+TINY_VIT = dict(arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64),
+                img_size=32, patch_size=16)
+
+
+def make_folder(root: Path, per_class: int, signal: bool, size: int = 32, seed: int = 0) -> Path:
+    """4 class folders. ``signal``: each class a colour with a stripe pattern plus noise;
+    otherwise pure noise images dealt to the classes at random (no learnable signal)."""
+    rng = np.random.RandomState(seed)
+    for label, colour in enumerate(COLOURS):
+        (root / f'class_{label}').mkdir(parents=True)
+        for i in range(per_class):
+            noise = rng.randint(-40, 41, (size, size, 3))
+            if signal:
+                pixels = np.array(colour)[None, None] + noise
+                pixels[:, label::4] //= 2  # a class-specific stripe phase
+            else:
+                pixels = rng.randint(0, 256, (size, size, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                root / f'class_{label}' / f'{i:03d}.png')
+    return root
+
+
+def save_backbone(path: Path, backbone: torch.nn.Module, prefix: str = 'backbone.') -> Path:
+    """An mmengine-style checkpoint: ``{'state_dict': {prefix + key: tensor}, 'meta': ...}``."""
+    state = {prefix + k: v for k, v in backbone.state_dict().items()}
+    torch.save(dict(state_dict=state, meta=dict(epoch=1)), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def colour_folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp('colour'), per_class=12, signal=True)
+
+
+@pytest.fixture(scope='module')
+def resnet18_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    backbone = ResNet(depth=18)
+    backbone.init_weights()
+    return save_backbone(tmp_path_factory.mktemp('ckpt') / 'resnet18.pth', backbone)
+
+
+def test_stratified_split_is_disjoint_per_class_and_seeded():
+    labels = np.repeat(np.arange(5), [10, 7, 3, 2, 1])
+    kept, held = probe.stratified_split(labels, 0.2, seed=0)
+    assert sorted(np.concatenate([kept, held])) == list(range(len(labels)))
+    assert np.bincount(labels[held], minlength=5).tolist() == [2, 1, 1, 1, 0]
+    assert set(labels[kept]) == set(range(5))  # a class never loses its last image
+    again, _ = probe.stratified_split(labels, 0.2, seed=0)
+    other, _ = probe.stratified_split(labels, 0.2, seed=1)
+    assert (kept == again).all() and not np.array_equal(kept, other)
+
+
+def test_linear_probe_separable_features_vs_random_labels():
+    rng = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(50)
+    centres = 3 * torch.randn(4, 16, generator=rng)
+    features = centres[labels] + torch.randn(200, 16, generator=rng)
+    train_idx, test_idx = probe.stratified_split(labels.numpy(), 0.3, seed=0)
+    assert probe.linear_probe(features, labels, train_idx, test_idx, 0)['top1'] > 95
+
+    noise = torch.randn(200, 16, generator=rng)  # no relation between features and labels
+    top1 = [probe.linear_probe(noise, labels, *probe.stratified_split(labels.numpy(), 0.3, s),
+                               s)['top1'] for s in range(3)]
+    assert np.mean(top1) < 45  # chance: 25
+
+
+def test_cli_checkpoint_on_colour_classes(colour_folder, resnet18_checkpoint, tmp_path):
+    out = tmp_path / 'result.json'
+    completed = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/probe.py', str(resnet18_checkpoint), '--data',
+         str(colour_folder), '--img-size', '32', '--seeds', '0', '1', '--split', '0.25',
+         '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert 'top-1 mean ± std' in completed.stdout
+    result = json.loads(out.read_text())
+    assert [run['seed'] for run in result['runs']] == [0, 1]
+    assert all(run['num_test'] == 12 and run['num_train'] == 36 for run in result['runs'])
+    assert result['chance_top1'] == 25 and result['top1_mean'] >= 90
+
+
+def test_random_backbone_is_near_chance_without_signal(tmp_path):
+    data = make_folder(tmp_path / 'noise', per_class=20, signal=False)
+    result = probe.evaluate('random', str(data), img_size=32, split=0.25, seeds=(0, 1, 2))
+    assert result['top1_mean'] < 50  # chance 25; a broken split/label pairing would leak
+
+
+def test_features_are_cached_and_reused(colour_folder, resnet18_checkpoint, tmp_path,
+                                        monkeypatch):
+    first = probe.evaluate(str(resnet18_checkpoint), str(colour_folder), img_size=32,
+                           cache_dir=str(tmp_path))
+    assert len(list(tmp_path.glob('features-*.pt'))) == 1
+    assert len(list(tmp_path.glob('images-32px-*.npy'))) == 1
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError('features should come from the cache')
+
+    monkeypatch.setattr(probe, 'build_backbone', no_backbone)
+    second = probe.evaluate(str(resnet18_checkpoint), str(colour_folder), img_size=32,
+                            cache_dir=str(tmp_path))
+    assert second['top1_mean'] == first['top1_mean']
+
+
+def test_test_dir_and_torchvision_keys(colour_folder, tmp_path):
+    test_dir = make_folder(tmp_path / 'test', per_class=4, signal=True, seed=1)
+    torch.manual_seed(0)
+    backbone = ResNet(depth=18)
+    state = {k: v for k, v in backbone.state_dict().items()}
+    state.update({'fc.weight': torch.zeros(1000, 512), 'fc.bias': torch.zeros(1000)})
+    checkpoint = tmp_path / 'torchvision_style.pth'
+    torch.save(state, checkpoint)
+    result = probe.evaluate(str(checkpoint), str(colour_folder), img_size=32,
+                            test_dir=str(test_dir), seeds=(0, ))
+    assert result['runs'][0]['num_train'] == 48 and result['runs'][0]['num_test'] == 16
+    assert result['split'] is None
+
+    (test_dir / 'class_0').rename(test_dir / 'other')
+    with pytest.raises(ValueError, match='class folders'):
+        probe.evaluate(str(checkpoint), str(colour_folder), img_size=32, test_dir=str(test_dir))
+
+
+def test_wrong_arch_is_an_error(colour_folder, resnet18_checkpoint):
+    with pytest.raises(RuntimeError, match='missing'):
+        probe.evaluate(str(resnet18_checkpoint), str(colour_folder), arch='resnet50',
+                       img_size=32)
+
+
+def test_vit_checkpoint_mean_patch_tokens(colour_folder, tmp_path):
+    torch.manual_seed(0)
+    vit = VisionTransformer(**TINY_VIT, out_type='featmap', with_cls_token=True)
+    checkpoint = save_backbone(tmp_path / 'vit.pth', vit)
+    arch = 'vit:' + json.dumps(TINY_VIT)
+    model = probe.build_backbone(arch, str(checkpoint))
+    images = probe.normalize(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    with torch.no_grad():
+        vit.eval()
+        tokens = vit(images)[-1]  # (B, D, 2, 2) patch tokens after the final norm
+        model.eval()
+        assert torch.allclose(model(images), tokens.mean((2, 3)), atol=1e-6)
+    result = probe.evaluate(str(checkpoint), str(colour_folder), arch=arch, img_size=64)
+    assert result['feature'].startswith('mean of patch tokens') and result['top1_mean'] > 25
+
+
+def test_finetune_runs(colour_folder, resnet18_checkpoint):
+    result = probe.evaluate(str(resnet18_checkpoint), str(colour_folder), mode='finetune',
+                            img_size=32, epochs=1, batch_size=16, seeds=(0, ))
+    assert result['mode'] == 'finetune' and 0 <= result['top1_mean'] <= 100
+    assert result['runs'][0]['epochs'] == 1
