@@ -57,8 +57,9 @@ if ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then
   pip_install "$SPCONV==2.3.8"
 fi
 
-# 5. hgkd_mm itself, editable.
-if ! "$PY" -c "import hgkd_mm" 2>/dev/null; then
+# 5. hgkd_mm itself, editable. Checked from / : `python -c` puts the current directory on
+#    sys.path, so a check run in the repository would pass without an install.
+if ! (cd / && "$PY" -c "import hgkd_mm, os, sys; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(hgkd_mm.__file__))) != os.path.realpath(sys.argv[1]))" "$ROOT") 2>/dev/null; then
   pip_install --no-deps --no-build-isolation -e "$ROOT"
 fi
 echo "[install] ready: $VENV (torch $TORCH_VERSION)"
