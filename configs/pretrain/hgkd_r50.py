@@ -34,7 +34,7 @@ model = dict(
         norm_cfg=dict(type='MaskedSyncBatchNorm2d'), drop_path_rate=0.05),
     neck=dict(
         type='HGKDUNetDecoder', in_channels=(256, 512, 1024, 2048), in_strides=(4, 8, 16, 32),
-        channels=512, norm_cfg=dict(type='SyncBN'), sync_masked_norm=True),
+        channels=256, norm_cfg=dict(type='SyncBN'), sync_masked_norm=True),
     head=dict(type='HGKDDistillHead', target_norm='layernorm', loss='mse', loss_on='masked'),
     teacher=dict(
         type='FrozenViTTeacher', arch='base', img_size=224, patch_size=16, out_layers=(-1, ),

@@ -42,7 +42,7 @@ model = dict(
 max_epochs = 15
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05, fused=True),
     paramwise_cfg=dict(custom_keys={
         'ln': dict(decay_mult=0.0), 'bias': dict(decay_mult=0.0), 'pos_embed': dict(decay_mult=0.),
         'mask_token': dict(decay_mult=0.), 'cls_token': dict(decay_mult=0.)}))

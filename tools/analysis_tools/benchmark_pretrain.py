@@ -150,13 +150,6 @@ def build_optimizer(params: List[nn.Parameter], optimizer_cfg: dict,
         return OPTIMIZERS.build(optimizer_cfg)
 
 
-def compile_student(model: nn.Module) -> None:
-    """``torch.compile`` backbone, neck and ``head.loss`` in place (the teacher stays eager)."""
-    model.backbone.compile()
-    model.neck.compile()
-    model.head.loss = torch.compile(model.head.loss)
-
-
 def teacher_reading_full_image(teacher: nn.Module) -> nn.Module:
     """The same teacher (shared weights) in ``input_mode='full'``."""
     full = copy.copy(teacher)
@@ -273,13 +266,12 @@ class Bench:
 
 def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: int,
                  seed: int) -> Tuple[Step, nn.Module, torch.optim.Optimizer, dict]:
-    """Build and warm up the H-GKD step; if ``torch.compile`` fails, warn and run eager."""
+    """Build and warm up the H-GKD step with the model's own ``compile`` switch; the model
+    falls back to eager if compiling its forward fails, this falls back if the backward does."""
 
     def build(compile_now: bool):
         torch.manual_seed(seed)
-        model = build_model(model_cfg, bench.device)
-        if compile_now:
-            compile_student(model)
+        model = build_model(dict(model_cfg, compile=compile_now), bench.device)
         step, optimizer = bench.step('H-GKD', model, lambda: model.loss(bench.inputs))
         return step, model, optimizer
 
@@ -287,7 +279,10 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
     try:
         for _ in range(max(warmup, int(compiled))):  # the compiler runs in the first step
             step.run()
-        return step, model, optimizer, dict(requested=compiled, used=compiled, error=None)
+        used = compiled and model._student_step != model.student_loss
+        return step, model, optimizer, dict(
+            requested=compiled, used=used,
+            error=None if used or not compiled else 'model fell back to eager (see its warning)')
     except Exception as error:  # noqa: BLE001  any compiler failure: fall back to eager
         if not compiled:
             raise

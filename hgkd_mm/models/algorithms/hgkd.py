@@ -1,7 +1,9 @@
 """H-GKD: a frozen MIM ViT teacher distilled into a sparse CNN student."""
-from typing import Dict, List, Optional
+import logging
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor
 
 from mmpretrain.models.selfsup import BaseSelfSupervisor
@@ -25,6 +27,12 @@ class HGKD(BaseSelfSupervisor):
             weights come from ``teacher.checkpoint``.
         mask_ratio (float): fraction of stride-32 cells masked, in (0, 1).
         channels_last (bool): run the student in channels-last memory format.
+        compile (bool | str | dict): ``torch.compile`` the student's part of the step
+            (encoder, decoder, head and loss; the teacher stays eager). ``'auto'``
+            (default): on when the inputs are on a CUDA device; ``True`` / ``False``:
+            always / never; a dict: ``torch.compile`` keyword arguments, on everywhere.
+            If compiling fails in the first step, a warning is logged and training goes
+            on eager.
     """
 
     def __init__(self,
@@ -34,6 +42,7 @@ class HGKD(BaseSelfSupervisor):
                  teacher: dict,
                  mask_ratio: float = 0.6,
                  channels_last: bool = False,
+                 compile: Union[bool, str, dict] = 'auto',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if not 0 < mask_ratio < 1:
@@ -43,7 +52,7 @@ class HGKD(BaseSelfSupervisor):
         neck.setdefault('out_stride', teacher.patch_size)
         head = dict(head)
         head.setdefault('target_dims', teacher.embed_dims)
-        head.setdefault('in_channels', neck.get('channels', 512))
+        head.setdefault('in_channels', neck.get('channels', 256))
         if head['target_dims'] != teacher.embed_dims:
             raise ValueError(f"head.target_dims={head['target_dims']} must equal the teacher "
                              f'width {teacher.embed_dims}')
@@ -53,8 +62,13 @@ class HGKD(BaseSelfSupervisor):
             raise ValueError(f'neck.out_stride={self.neck.out_stride} must equal the teacher '
                              f'patch_size={teacher.patch_size}: the teacher grid does not align '
                              'with the student strides')
+        if not (isinstance(compile, (bool, dict)) or compile == 'auto'):
+            raise ValueError(f"compile must be True, False, 'auto' or a dict of torch.compile "
+                             f'arguments, got {compile!r}')
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
+        self.compile = compile
+        self._student_step: Optional[Callable] = None  # chosen in the first training step
         # the frozen teacher is not part of the student's checkpoints
         teacher._register_state_dict_hook(_drop_own_keys)
         teacher.register_load_state_dict_pre_hook(_fill_own_keys)
@@ -95,9 +109,37 @@ class HGKD(BaseSelfSupervisor):
         """``inputs (B, 3, H, W)`` -> ``dict(loss_feat=..., [loss_sim=...])``."""
         mask = self.mask(inputs)
         teacher_tokens = self.teacher(inputs, mask)
+        if self._student_step is None:
+            return self._first_student_step(inputs, mask, teacher_tokens)
+        return self._student_step(inputs, mask, teacher_tokens)
+
+    def student_loss(self, inputs: Tensor, mask: Tensor,
+                     teacher_tokens: Tensor) -> Dict[str, Tensor]:
+        """Student encoder, densify + decode, head loss (the part that is compiled)."""
         features = self.extract_feat(inputs, mask)
         decoded = self.neck(features, mask)
         return self.head.loss(decoded, teacher_tokens, mask)
+
+    def _first_student_step(self, inputs: Tensor, mask: Tensor,
+                            teacher_tokens: Tensor) -> Dict[str, Tensor]:
+        """Pick compiled or eager (``compile``), falling back to eager if compiling fails."""
+        wanted = self.compile if self.compile != 'auto' else inputs.is_cuda
+        if wanted is False:
+            self._student_step = self.student_loss
+            return self.student_loss(inputs, mask, teacher_tokens)
+        try:
+            compiled = torch.compile(self.student_loss,
+                                     **(wanted if isinstance(wanted, dict) else {}))
+            losses = compiled(inputs, mask, teacher_tokens)
+        except Exception as error:  # noqa: BLE001  any compiler failure: go on eager
+            print_log(f'torch.compile of the H-GKD student failed, training eager instead '
+                      f'(set model.compile=False to skip it): {type(error).__name__}: '
+                      f'{str(error).splitlines()[0] if str(error) else ""}',
+                      logger='current', level=logging.WARNING)
+            self._student_step = self.student_loss
+            return self.student_loss(inputs, mask, teacher_tokens)
+        self._student_step = compiled
+        return losses
 
 
 def _drop_own_keys(module, state_dict, prefix, local_metadata):

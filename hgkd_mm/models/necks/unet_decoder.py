@@ -40,7 +40,7 @@ class HGKDUNetDecoder(BaseModule):
                  in_channels: Sequence[int] = (256, 512, 1024, 2048),
                  in_strides: Sequence[int] = (4, 8, 16, 32),
                  out_stride: int = 16,
-                 channels: int = 512,
+                 channels: int = 256,
                  norm_cfg: dict = dict(type='BN'),
                  sync_masked_norm: bool = False,
                  init_cfg: Optional[dict] = None):

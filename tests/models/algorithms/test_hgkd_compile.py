@@ -1,0 +1,53 @@
+"""The model's ``compile`` switch: eager on CPU by default, the compiled step equals eager,
+and a compiler failure falls back to eager with a warning."""
+import pytest
+import torch
+
+from test_hgkd import build
+
+
+def step(model, inputs, seed=0):
+    """Loss and student gradients of one step with a fixed mask."""
+    model.train()
+    torch.manual_seed(seed)
+    loss = model.loss(inputs)['loss_feat']
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), grads
+
+
+def test_auto_is_eager_on_cpu():
+    model = build()
+    step(model, torch.randn(2, 3, 64, 64))
+    assert model._student_step == model.student_loss
+
+
+def test_compiled_step_equals_eager():
+    inputs = torch.randn(2, 3, 64, 64)
+    eager_loss, eager_grads = step(build(compile=False), inputs)
+    model = build(compile=dict(backend='aot_eager', fullgraph=True))
+    loss, grads = step(model, inputs)
+    assert model._student_step != model.student_loss  # the compiled function is in use
+    assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == eager_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_compiler_failure_falls_back_to_eager(capfd):
+    inputs = torch.randn(2, 3, 64, 64)
+    eager_loss, _ = step(build(compile=False), inputs)
+    model = build(compile=dict(backend='no_such_backend'))
+    capfd.readouterr()
+    loss, _ = step(model, inputs)
+    captured = capfd.readouterr()
+    assert 'torch.compile of the H-GKD student failed' in captured.out + captured.err
+    assert model._student_step == model.student_loss
+    assert torch.allclose(loss, eager_loss)
+
+
+@pytest.mark.parametrize('value', ['yes', 1.0, None])
+def test_bad_compile_value(value):
+    with pytest.raises(ValueError, match='compile must be'):
+        build(compile=value)
