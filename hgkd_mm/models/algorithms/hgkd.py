@@ -67,7 +67,7 @@ class HGKD(BaseSelfSupervisor):
                              f'arguments, got {compile!r}')
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
-        self.compile = compile
+        self.compile_cfg = compile  # not self.compile: that is nn.Module.compile()
         self._student_step: Optional[Callable] = None  # chosen in the first training step
         # the frozen teacher is not part of the student's checkpoints
         teacher._register_state_dict_hook(_drop_own_keys)
@@ -123,7 +123,7 @@ class HGKD(BaseSelfSupervisor):
     def _first_student_step(self, inputs: Tensor, mask: Tensor,
                             teacher_tokens: Tensor) -> Dict[str, Tensor]:
         """Pick compiled or eager (``compile``), falling back to eager if compiling fails."""
-        wanted = self.compile if self.compile != 'auto' else inputs.is_cuda
+        wanted = self.compile_cfg if self.compile_cfg != 'auto' else inputs.is_cuda
         if wanted is False:
             self._student_step = self.student_loss
             return self.student_loss(inputs, mask, teacher_tokens)

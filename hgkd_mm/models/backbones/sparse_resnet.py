@@ -72,11 +72,14 @@ class HGKDSparseResNet(ResNet):
             else:
                 self._to_masked_norms(child, sync)
 
-    def sparse_conv(self, conv: nn.Conv2d, x: Tensor, masks: MaskPyramid) -> Tensor:
-        """Sparse ``conv(x)``: ``x`` is zero where masked, so is the output."""
+    def sparse_conv(self, conv: nn.Conv2d, x: Tensor, masks: MaskPyramid,
+                    masked_norm_next: bool = False) -> Tensor:
+        """Sparse ``conv(x)``: ``x`` is zero where masked, so is the output, except that the
+        ``masked`` backend leaves the masking to the masked norm that follows when
+        ``masked_norm_next`` (one full-size multiply less, forward and backward)."""
         if self.spconv_conv is None:
             out = conv(x)
-            return out * masks.at(out)
+            return out if masked_norm_next else out * masks.at(out)
         out_size = tuple((size + 2 * p - k) // s + 1 for size, p, k, s in
                          zip(x.shape[-2:], conv.padding, conv.kernel_size, conv.stride))
         return self.spconv_conv(conv, x, masks.at(x), masks.of_size(out_size, x.dtype))
@@ -92,14 +95,14 @@ class HGKDSparseResNet(ResNet):
             raise TypeError(f'unsupported ResNet block {type(block).__name__}')
         out = x
         for i, (conv, norm) in enumerate(layers):
-            out = self.sparse_conv(conv, out, masks)
+            out = self.sparse_conv(conv, out, masks, masked_norm_next=True)
             out = norm(out, masks.at(out))
             if i < len(layers) - 1:
                 out = F.relu(out)
         identity = x
         if block.downsample is not None:
             down_conv, down_norm = block.downsample
-            identity = self.sparse_conv(down_conv, x, masks)
+            identity = self.sparse_conv(down_conv, x, masks, masked_norm_next=True)
             identity = down_norm(identity, masks.at(identity))
         return F.relu(block.drop_path(out) + identity)
 
@@ -116,7 +119,7 @@ class HGKDSparseResNet(ResNet):
                              f'{(batch, height // self.stride, width // self.stride)}')
         masks = MaskPyramid(mask)
         x = inputs * masks.at(inputs)
-        x = self.sparse_conv(self.conv1, x, masks)
+        x = self.sparse_conv(self.conv1, x, masks, masked_norm_next=True)
         x = F.relu(self.norm1(x, masks.at(x)))
         x = self.maxpool(x)
         x = x * masks.at(x)

@@ -81,13 +81,16 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
     backward; this backward runs seven (two products summed per channel, three
     multiply-adds), which halves the norm's forward + backward time on the CPU.
 
-    Forward: ``x (B, C, H, W)`` zero where ``mask (B, 1, H, W)`` is 0. Returns the output
-    and, not differentiable, ``mean``, ``var`` and ``count`` (for the running statistics).
+    Forward: ``x (B, C, H, W)`` (any values where ``mask (B, 1, H, W)`` is 0: the mask is
+    applied here, so a sparse conv before the norm can skip its own mask multiply and its
+    backward). Returns the output and, not differentiable, ``mean``, ``var`` and ``count``
+    (for the running statistics).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 eps: float, sync: bool):
+        x = x * mask
         mean, var, count = masked_bn_stats(x, mask, sync)
         invstd = torch.rsqrt(var + eps)
         scale, shift = _scale_shift(mean, invstd, weight, bias, x.dtype)
@@ -142,7 +145,8 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     boolean indexing, no host synchronisation); running variance is unbiased as
     in ``nn.BatchNorm``.
 
-    Forward: ``x (B, C, H, W)`` zero at masked positions, ``mask (B, 1, H, W)``.
+    Forward: ``x (B, C, H, W)``, ``mask (B, 1, H, W)``; the values of ``x`` at masked
+    positions do not matter (they are zeroed here, also in the gradient).
     """
     sync = False
 

@@ -21,6 +21,7 @@ def test_auto_is_eager_on_cpu():
     model = build()
     step(model, torch.randn(2, 3, 64, 64))
     assert model._student_step == model.student_loss
+    assert callable(model.compile)  # nn.Module.compile() is not shadowed by the option
 
 
 def test_compiled_step_equals_eager():
