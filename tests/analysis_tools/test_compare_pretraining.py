@@ -17,13 +17,13 @@ pytestmark = pytest.mark.skipif(not (SHARED_DATA / 'caltech101' / 'train').is_di
                                 reason='needs ../shared/data (imagenet-sample, caltech101)')
 
 
-def run_compare(work_dir: Path) -> subprocess.CompletedProcess:
+def run_compare(work_dir: Path, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS='2')
     completed = subprocess.run(
         [sys.executable, 'tools/analysis_tools/compare_pretraining.py', '--smoke',
-         '--work-dir', str(work_dir)], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=600)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+         '--work-dir', str(work_dir), *extra], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=600)
+    assert (completed.returncode == 0) == ok, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed
 
 
@@ -54,3 +54,15 @@ def test_smoke_end_to_end_then_resume(tmp_path):
     assert resumed['table'] == summary['table']
     assert resumed['stage_seconds'] == summary['stage_seconds']  # timings of the first run
     assert all(seconds > 0 for seconds in summary['stage_seconds'].values())
+
+    # a loss-target variant reuses the teacher and trains and probes H-GKD only
+    variant = tmp_path / 'variant'
+    third = run_compare(variant, '--reuse-from', str(work_dir), '--methods', 'hgkd',
+                        '--hgkd-options', 'model.head.loss_on=all')
+    assert (variant / 'mae').is_symlink() and third.stdout.count('exists, skipped') == 1
+    assert "'loss_on': 'all'" in (variant / 'configs' / 'hgkd.py').read_text()
+    rows = json.loads((variant / 'results.json').read_text())['rows']
+    assert [row['method'] for row in rows] == METHODS[:1]
+
+    not_a_run = run_compare(tmp_path / 'bad', '--reuse-from', str(tmp_path), ok=False)
+    assert '--reuse-from' in not_a_run.stderr and 'settings.json' in not_a_run.stderr
