@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from mmpretrain.models.backbones import ResNet, VisionTransformer
 from PIL import Image
 
@@ -37,6 +38,40 @@ def make_folder(root: Path, per_class: int, signal: bool, size: int = 32, seed: 
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
                 root / f'class_{label}' / f'{i:03d}.png')
     return root
+
+
+def make_quadrant_folder(root: Path, per_class: int, seed: int = 0) -> Path:
+    """4 classes: a bright 8x8 square somewhere in quadrant ``label`` of a 32x32 noise image.
+    Global average pooling of a random CNN hardly sees where the square is."""
+    rng = np.random.RandomState(seed)
+    for label in range(4):
+        (root / f'quadrant_{label}').mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.randint(0, 60, (32, 32, 1)).repeat(3, 2) + rng.randint(0, 60)
+            top = 16 * (label // 2) + rng.randint(2, 7)
+            left = 16 * (label % 2) + rng.randint(2, 7)
+            pixels[top:top + 8, left:left + 8] = 200 + rng.randint(0, 55)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / f'quadrant_{label}' / f'{i}.png')
+    return root
+
+
+def train_vit_teacher(data: Path, path: Path, steps: int = 150) -> Path:
+    """A tiny ViT trained on ``data``'s labels for a few seconds, saved as a checkpoint."""
+    folder = probe.scan_image_folder(str(data))
+    images = probe.normalize(probe.load_images(folder.paths, 32))
+    labels = torch.as_tensor(folder.labels)
+    torch.manual_seed(0)
+    vit = VisionTransformer(**TINY_VIT, out_type='featmap', with_cls_token=True)
+    vit.init_weights()
+    head = torch.nn.Linear(TINY_VIT['arch']['embed_dims'], 4)
+    optimizer = torch.optim.AdamW([*vit.parameters(), *head.parameters()], lr=3e-3)
+    for _ in range(steps):
+        batch = torch.randint(0, len(images), (32, ))
+        loss = F.cross_entropy(head(vit(images[batch])[-1].mean((2, 3))), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return save_backbone(path, vit)
 
 
 def save_backbone(path: Path, backbone: torch.nn.Module, prefix: str = 'backbone.') -> Path:
@@ -102,6 +137,20 @@ def test_random_backbone_is_near_chance_without_signal(tmp_path):
     data = make_folder(tmp_path / 'noise', per_class=20, signal=False)
     result = probe.evaluate('random', str(data), img_size=32, split=0.25, seeds=(0, 1, 2))
     assert result['top1_mean'] < 50  # chance 25; a broken split/label pairing would leak
+
+
+def test_random_backbone_near_chance_teacher_clearly_above(tmp_path):
+    """On data whose class is where a square lies, a random ResNet-18 stays near chance and
+    a ViT teacher that has learned the task scores clearly above it: the probe tells a
+    representation that holds the signal from one that does not."""
+    data = make_quadrant_folder(tmp_path / 'quadrants', per_class=24)
+    teacher = train_vit_teacher(data, tmp_path / 'teacher.pth')
+    settings = dict(img_size=32, split=0.25, seeds=(0, 1, 2))
+    random = probe.evaluate('random', str(data), **settings)
+    taught = probe.evaluate(str(teacher), str(data), arch='vit:' + json.dumps(TINY_VIT),
+                            **settings)
+    assert random['chance_top1'] == 25 and random['top1_mean'] < 45
+    assert taught['top1_mean'] > 65 and taught['top1_mean'] > random['top1_mean'] + 25
 
 
 def test_features_are_cached_and_reused(colour_folder, resnet18_checkpoint, tmp_path,
