@@ -1,9 +1,10 @@
 """H-GKD vs SparK vs no pre-training at one scale, end to end.
 
     python tools/analysis_tools/compare_pretraining.py [--work-dir work_dirs/compare]
-        [--img-size 96] [--mae-epochs 10] [--student-epochs 3] [--seeds 0 1 2]
-        [--finetune] [--ft-epochs 3] [--pool-size N] [--probe-classes N]
-        [--probe-per-class N] [--smoke]
+        [--img-size 96] [--mae-epochs 20] [--student-epochs 3] [--seeds 0 1 2]
+        [--finetune] [--ft-epochs 2] [--ft-seeds 0 1] [--pool-size N] [--probe-classes N]
+        [--probe-per-class N] [--methods hgkd spark random teacher]
+        [--hgkd-options KEY=VALUE ...] [--reuse-from WORK_DIR] [--smoke]
 
 Stages (outputs under ``--work-dir``; a stage whose final checkpoint exists is skipped,
 an interrupted one resumes from its last checkpoint):
@@ -26,11 +27,17 @@ each ``_base_``-ing the repo config above and overriding data, image size, epoch
 batch size; the probes run in this process (images decoded once for all four models).
 The table goes to ``results.md`` and ``results.json``.
 
-The default (CPU) setting: 96 px, the whole 6,784-image pool, MAE 10 epochs (1,060
-steps of 64), students 3 epochs (636 steps of 32 each), linear probes on all of
-caltech101/train with seeds 0 1 2: roughly 2 hours on 2 otherwise idle cores (an
-estimate from CPU time per step measured on a shared machine, not a timed run;
-SparK's full-resolution decoder makes its steps slower than H-GKD's).
+The default (CPU) setting: 96 px, the whole 6,784-image pool, MAE 20 epochs (2,120 steps
+of 64), H-GKD and SparK 3 epochs (636 steps of 32 each), linear probes on all of
+caltech101/train with seeds 0 1 2; ``--finetune`` adds 2-epoch fine-tunes with seeds 0 1.
+Measured times are in docs/results.md.
+
+Loss-target studies change only the H-GKD stage and reuse the teacher (and SparK) of a
+finished run::
+
+    python tools/analysis_tools/compare_pretraining.py --work-dir work_dirs/compare_loss_all \\
+        --reuse-from work_dirs/compare --methods hgkd --hgkd-options model.head.loss_on=all
+
 A GPU setting (one GPU; not run yet)::
 
     python tools/analysis_tools/compare_pretraining.py --work-dir work_dirs/compare_gpu \\
