@@ -29,6 +29,7 @@ train_dataloader = dict(
 model = dict(
     type='HGKD',
     mask_ratio=0.6,
+    compile='auto',  # torch.compile of the student's step on CUDA (eager fallback); False: off
     backbone=dict(
         type='HGKDSparseResNet', depth=50, backend='masked', out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='MaskedSyncBatchNorm2d'), drop_path_rate=0.05),
