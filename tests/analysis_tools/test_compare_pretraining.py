@@ -22,7 +22,7 @@ def run_compare(work_dir: Path, *extra: str, ok: bool = True) -> subprocess.Comp
     completed = subprocess.run(
         [sys.executable, 'tools/analysis_tools/compare_pretraining.py', '--smoke',
          '--work-dir', str(work_dir), *extra], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=600)
+        text=True, timeout=900)
     assert (completed.returncode == 0) == ok, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed
 

@@ -124,7 +124,7 @@ def test_cli_checkpoint_on_colour_classes(colour_folder, resnet18_checkpoint, tm
     completed = subprocess.run(
         [sys.executable, 'tools/analysis_tools/probe.py', str(resnet18_checkpoint), '--data',
          str(colour_folder), '--img-size', '32', '--seeds', '0', '1', '--split', '0.25',
-         '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+         '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert 'top-1 mean ± std' in completed.stdout
     result = json.loads(out.read_text())

@@ -96,7 +96,7 @@ default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, inte
                      logger=dict(type='LoggerHook', interval=1))
 log_processor = dict(by_epoch=False)
 """)
-    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=300)
+    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return work_dir / f'iter_{iters}.pth'
 
@@ -221,7 +221,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_tool(args: Sequence, timeout: float = 300, threads: int = 1,
+def run_tool(args: Sequence, timeout: float = 900, threads: int = 1,
              env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``tools/<script>`` (a .py with this interpreter, or a .sh) from the repo root."""
     args = [str(a) for a in args]
@@ -234,7 +234,7 @@ def run_tool(args: Sequence, timeout: float = 300, threads: int = 1,
 
 def convert(src: Path, dst: Path, fmt: str = 'mmpretrain') -> Path:
     """Run the converter's command line; return ``dst``."""
-    result = run_tool([CONVERTER, src, dst, '--format', fmt], timeout=120)
+    result = run_tool([CONVERTER, src, dst, '--format', fmt], timeout=900)
     assert result.returncode == 0, result.stderr
     return dst
 

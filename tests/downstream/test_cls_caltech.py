@@ -49,7 +49,7 @@ default_hooks = dict(logger=dict(interval=1))
 def train(tmp_path: Path, base: Path, checkpoint: Path) -> Path:
     config = tiny_cls_config(tmp_path / 'cls.py', base, checkpoint)
     work_dir = tmp_path / 'work'
-    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=300, threads=2)
+    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=900, threads=2)
     log = tool_log(result)
     assert result.returncode == 0, log[-4000:]
     assert_backbone_loaded(log, checkpoint)

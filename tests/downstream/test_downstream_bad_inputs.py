@@ -16,7 +16,7 @@ from hgkd_mm.utils.pretrained_check import (PretrainedMismatchError, check_pretr
 
 def train_det(tmp_path: Path, checkpoint: Path, **config_kwargs):
     config = tiny_det_config(tmp_path / 'det.py', checkpoint, **config_kwargs)
-    return run_tool(['tools/train.py', config, '--work-dir', tmp_path / 'work'], timeout=300)
+    return run_tool(['tools/train.py', config, '--work-dir', tmp_path / 'work'], timeout=900)
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):

@@ -5,7 +5,7 @@ from downstream_setup import (assert_backbone_loaded, assert_coco_metrics, asser
 
 
 def dist_train(config, work_dir):
-    result = run_tool(['tools/dist_train.sh', config, 2, '--work-dir', work_dir], timeout=400,
+    result = run_tool(['tools/dist_train.sh', config, 2, '--work-dir', work_dir], timeout=900,
                       env=dict(PORT=str(free_port())))
     log = tool_log(result)
     assert result.returncode == 0, log[-4000:]

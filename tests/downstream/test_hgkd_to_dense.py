@@ -111,7 +111,7 @@ def test_timm_resnet_matches_sparse_student(student, tmp_path):
 
 def test_command_line(hgkd_r18, tmp_path):
     out = tmp_path / 'sub' / 'r18.pth'
-    result = run_tool([CONVERTER, hgkd_r18, out], timeout=120)
+    result = run_tool([CONVERTER, hgkd_r18, out], timeout=900)
     assert result.returncode == 0, result.stderr
     assert 'mmpretrain ResNet keys' in result.stdout
     assert torch.load(out, weights_only=True)['meta']['arch'] == 'resnet18'
@@ -120,7 +120,7 @@ def test_command_line(hgkd_r18, tmp_path):
 
 def test_refuses_missing_file(tmp_path):
     missing = tmp_path / 'nope.pth'
-    result = run_tool([CONVERTER, missing, tmp_path / 'out.pth'], timeout=120)
+    result = run_tool([CONVERTER, missing, tmp_path / 'out.pth'], timeout=900)
     assert result.returncode != 0
     assert str(missing) in result.stderr
     assert not (tmp_path / 'out.pth').exists()

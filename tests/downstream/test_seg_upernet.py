@@ -7,7 +7,7 @@ from downstream_setup import (assert_backbone_loaded, assert_miou, run_tool, tin
 def test_train_2_iters_and_miou(tmp_path, dense_r50):
     config = tiny_seg_config(tmp_path / 'seg.py', dense_r50)
     work_dir = tmp_path / 'work'
-    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=300, threads=2)
+    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=900, threads=2)
     log = tool_log(result)
     assert result.returncode == 0, log[-4000:]
     assert_backbone_loaded(log, dense_r50)

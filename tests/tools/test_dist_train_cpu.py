@@ -9,7 +9,7 @@ def test_dist_train_sh_two_cpu_processes(tmp_path, image_folder):
     work_dir = tmp_path / 'work'
     start = time.perf_counter()
     result = run_tool(['dist_train.sh', config, 2, '--work-dir', work_dir,
-                       '--cfg-options', 'default_hooks.checkpoint.by_epoch=False'], timeout=180)
+                       '--cfg-options', 'default_hooks.checkpoint.by_epoch=False'], timeout=900)
     elapsed = time.perf_counter() - start
     log = result.stdout + result.stderr
     assert 'Distributed training: True' in log

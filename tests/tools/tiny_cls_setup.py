@@ -79,7 +79,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_tool(args: list, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_tool(args: list, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a tool of ``tools/`` (a .py with this Python, a .sh with bash) on one thread."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHON=sys.executable,
                PORT=str(free_port()), PYTHONPATH=str(ROOT))

@@ -50,7 +50,7 @@ randomness = dict(seed=0)
 def train(*args):
     env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), *map(str, args)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
