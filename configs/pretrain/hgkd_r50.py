@@ -45,7 +45,9 @@ model = dict(
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     dtype='bfloat16',
-    optimizer=dict(type='Lamb', lr=2e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.04),
+    # mmpretrain's Lamb computed with multi-tensor ops (same update and checkpoints)
+    optimizer=dict(type='ForeachLamb', lr=2e-4 * 4096 / 256, betas=(0.9, 0.95),
+                   weight_decay=0.04),
     clip_grad=dict(max_norm=5.0),
     paramwise_cfg=dict(bias_decay_mult=0.0, flat_decay_mult=0.0,
                        custom_keys={'mask_tokens': dict(decay_mult=0.)}))

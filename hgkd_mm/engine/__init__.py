@@ -1,4 +1,5 @@
-"""Runner pieces: hooks."""
+"""Runner pieces: hooks and a multi-tensor LAMB."""
 from .hooks import RNGStateHook, get_rng_states, set_rng_states
+from .optimizers import ForeachLamb
 
-__all__ = ['RNGStateHook', 'get_rng_states', 'set_rng_states']
+__all__ = ['ForeachLamb', 'RNGStateHook', 'get_rng_states', 'set_rng_states']

@@ -138,16 +138,21 @@ def build_model(model_cfg: dict, device: torch.device) -> nn.Module:
     return revert_sync_batchnorm(model).to(device).train()
 
 
-def build_optimizer(params: List[nn.Parameter], optimizer_cfg: dict,
-                    device: torch.device) -> torch.optim.Optimizer:
-    """The config's optimizer, fused for Adam/AdamW where torch supports it."""
-    from mmengine.registry import OPTIMIZERS
-    optimizer_cfg = dict(optimizer_cfg, params=params)
+def build_optimizer(model: nn.Module, optimizer_cfg: dict,
+                    paramwise_cfg: Optional[dict]) -> torch.optim.Optimizer:
+    """The config's optimizer with its ``paramwise_cfg`` groups, as the Runner builds it;
+    fused for Adam/AdamW where torch supports it."""
+    from mmengine.optim import DefaultOptimWrapperConstructor
+
+    def build(optimizer: dict) -> torch.optim.Optimizer:
+        wrapper = dict(type='OptimWrapper', optimizer=optimizer)
+        return DefaultOptimWrapperConstructor(wrapper, paramwise_cfg)(model).optimizer
+
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         if optimizer_cfg['type'] in ('Adam', 'AdamW'):
             with contextlib.suppress(RuntimeError, TypeError, ValueError):
-                return OPTIMIZERS.build(dict(optimizer_cfg, fused=True))
-        return OPTIMIZERS.build(optimizer_cfg)
+                return build(dict(optimizer_cfg, fused=True))
+        return build(optimizer_cfg)
 
 
 def teacher_reading_full_image(teacher: nn.Module) -> nn.Module:
@@ -247,6 +252,7 @@ class Bench:
     inputs: torch.Tensor  # (B, 3, H, W)
     amp: bool
     optimizer_cfg: dict
+    paramwise_cfg: Optional[dict]
     clip_grad: Optional[dict]
 
     def autocast(self) -> torch.autocast:
@@ -256,7 +262,7 @@ class Bench:
              extra_modules: Tuple[nn.Module, ...] = ()) -> Tuple[Step, torch.optim.Optimizer]:
         """A timed training step of ``model``'s trainable parameters."""
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.optimizer_cfg, self.device)
+        optimizer = build_optimizer(model, self.optimizer_cfg, self.paramwise_cfg)
         run = training_step(loss_fn, optimizer, params, self.autocast, self.clip_grad)
         modules = (model, *extra_modules)
         step = Step(name, run,
@@ -340,9 +346,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     img_size = args.img_size or crop_size(cfg)
     torch.manual_seed(args.seed)
     clip_grad = cfg.optim_wrapper.get('clip_grad')
+    paramwise_cfg = cfg.optim_wrapper.get('paramwise_cfg')
     bench = Bench(device, torch.randn(args.batch_size, 3, img_size, img_size, device=device),
                   amp=on_cuda if args.amp is None else args.amp,
                   optimizer_cfg=cfg.optim_wrapper.optimizer.to_dict(),
+                  paramwise_cfg=paramwise_cfg.to_dict() if paramwise_cfg else None,
                   clip_grad=clip_grad.to_dict() if clip_grad else None)
 
     compiled = on_cuda if args.compile is None else args.compile
@@ -364,7 +372,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         backend=model.backbone.backend, teacher_input_mode=model.teacher.input_mode,
         channels_last=model.channels_last, student_depth=model.backbone.depth,
         optimizer=bench.optimizer_cfg['type'],
-        optimizer_fused=bool(optimizer.defaults.get('fused')), clip_grad=bench.clip_grad,
+        optimizer_fused=bool(optimizer.defaults.get('fused')),
+        optimizer_groups=len(optimizer.param_groups), clip_grad=bench.clip_grad,
         warmup=args.warmup, hgkd=hgkd.summary(args.batch_size, device))
     if on_cuda:
         result['memory_note'] = ('CUDA: own parameters, buffers, optimizer state and input '

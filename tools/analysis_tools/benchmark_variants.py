@@ -29,7 +29,7 @@ out = sys.argv[sys.argv.index('--out') + 1] if '--out' in sys.argv else None
 dev = torch.device('cpu')
 cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'hgkd_r50.py'))
 bench = bp.Bench(dev, torch.randn(8, 3, 224, 224), False, cfg.optim_wrapper.optimizer.to_dict(),
-                 dict(max_norm=5.0))
+                 cfg.optim_wrapper.paramwise_cfg.to_dict(), cfg.optim_wrapper.clip_grad.to_dict())
 base_cfg = bp.hgkd_model_cfg(cfg, bp.parse_args(['x']))
 
 

@@ -6,7 +6,8 @@
 #   bash tools/analysis_tools/gpu_bench.sh      # JSON and logs to $OUT or work_dirs/bench
 #
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
-# ITERS (20), WARMUP (5), OUT.
+# ITERS (20), WARMUP (5), OUT, RUNS (eager compiled teacher_masked spconv_eager; also
+# compiled_lamb, compiled_adamw, channels_last).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,6 +17,7 @@ BATCH=${BATCH:-128}
 ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
+RUNS=${RUNS:-eager compiled teacher_masked spconv_eager}
 mkdir -p "$OUT"
 
 if compgen -G "wheels/*.whl" > /dev/null; then
@@ -39,12 +41,23 @@ run() {  # name, extra options
     --out "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log"
 }
 
-run compiled                                    # default on CUDA: student under torch.compile
-run eager --no-compile
-if "$PY" -c "import spconv.pytorch" 2> /dev/null; then
-  run spconv_eager --backend spconv --no-compile  # compare with 'eager'
-else
-  echo "=== spconv_eager skipped: spconv (spconv-cu126) is not installed"
-fi
-run teacher_masked --teacher-input-mode masked
+for name in $RUNS; do
+  case $name in
+    compiled) run compiled ;;                  # default on CUDA: student under torch.compile
+    eager) run eager --no-compile ;;
+    compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
+      run compiled_lamb --cfg-options optim_wrapper.optimizer.type=Lamb ;;
+    compiled_adamw)  # fused AdamW on both sides, as ../shared/docs/anchors.md
+      run compiled_adamw --cfg-options optim_wrapper.optimizer.type=AdamW ;;
+    channels_last) run channels_last --channels-last ;;
+    teacher_masked) run teacher_masked --teacher-input-mode masked --no-compile ;;  # vs eager
+    spconv_eager)                               # vs eager
+      if "$PY" -c "import spconv.pytorch" 2> /dev/null; then
+        run spconv_eager --backend spconv --no-compile
+      else
+        echo "=== spconv_eager skipped: spconv (spconv-cu126) is not installed"
+      fi ;;
+    *) echo "unknown run '$name' in RUNS" >&2; exit 2 ;;
+  esac
+done
 echo "results in $OUT"

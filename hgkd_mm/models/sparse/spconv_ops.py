@@ -64,17 +64,20 @@ class SpconvConv2d:
                                          indices[:, 2].long()]
         pairs, counts, out_indices, subm = self.rulebook(conv, indices, batch, (height, width))
         kernels = conv.weight.flatten(2).permute(2, 1, 0)  # (K, C_in, C_out), row-major offsets
-        out = features.new_zeros(out_indices.shape[0], conv.out_channels)
+        # accumulate in float32 at least: under autocast the products come out in bf16
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        out = features.new_zeros(out_indices.shape[0], conv.out_channels, dtype=dtype)
         num_offsets = kernels.shape[0]
         for k, count in enumerate(counts):
             if count == 0:
                 continue
             src, dst = pairs[0, k, :count], pairs[1, k, :count]
-            out = out.index_add(0, dst, features[src] @ kernels[k])
+            out = out.index_add(0, dst, (features[src] @ kernels[k]).to(dtype))
             if subm:  # spconv stores half of a submanifold rulebook: offset K-1-k mirrors k
-                out = out.index_add(0, src, features[dst] @ kernels[num_offsets - 1 - k])
+                mirror = kernels[num_offsets - 1 - k]
+                out = out.index_add(0, src, (features[dst] @ mirror).to(dtype))
         if subm and counts[num_offsets // 2] == 0:  # the centre offset maps every site to itself
-            out = out + features @ kernels[num_offsets // 2]
+            out = out + (features @ kernels[num_offsets // 2]).to(dtype)
         dense = out.new_zeros(batch, mask_out.shape[-2], mask_out.shape[-1], conv.out_channels)
         dense[out_indices[:, 0], out_indices[:, 1], out_indices[:, 2]] = out
         dense = dense.permute(0, 3, 1, 2)

@@ -27,6 +27,24 @@ def test_spconv_backend_equals_masked_backend():
         assert torch.allclose(pa.grad, pb.grad, rtol=1e-8, atol=1e-10), name
 
 
+def test_spconv_backend_under_bf16_autocast():
+    """The benchmark's setting (bf16 autocast): the gathered products come out in bf16."""
+    pytest.importorskip('spconv.pytorch', reason='spconv is installed by tools/install_env.sh')
+    torch.manual_seed(0)
+    masked = HGKDSparseResNet(18, backend='masked')
+    sparse = HGKDSparseResNet(18, backend='spconv')
+    sparse.load_state_dict(masked.state_dict())
+    inputs = torch.randn(2, 3, 64, 64)
+    mask = torch.tensor([[[1, 0], [0, 1]], [[0, 1], [1, 1]]], dtype=torch.bool)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out_a, out_b = masked(inputs, mask)[-1], sparse(inputs, mask)[-1]
+    out_a, out_b = out_a.float(), out_b.float()
+    assert ((out_a - out_b).norm() / out_a.norm()) < 0.2  # bf16 rounding through 18 layers
+    assert not out_b[0][:, ~mask[0]].any() and not out_b[1][:, ~mask[1]].any()
+    out_b.float().sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in sparse.parameters())
+
+
 def test_spconv_missing_gives_install_hint(monkeypatch):
     real_import = builtins.__import__
 
