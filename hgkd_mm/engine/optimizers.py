@@ -49,7 +49,9 @@ class ForeachLamb(Lamb):
             group['step'] = group.get('step', 0) + 1  # every group, as Lamb
             params = [p for p in group['params'] if p.grad is not None]
             if params:
-                key = tuple(group[name] for name in _SETTINGS)
+                # betas may be given as a list (torch's optimizers accept one)
+                key = tuple(tuple(v) if isinstance(v, list) else v
+                            for v in (group[name] for name in _SETTINGS))
                 buckets.setdefault(key, (group, []))[1].extend(params)
         grads = [p.grad for _, params in buckets.values() for p in params]
         if not grads:

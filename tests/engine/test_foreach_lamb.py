@@ -72,6 +72,15 @@ def test_one_group_per_parameter_as_mmengine_builds_them():
     assert [g['step'] for g in foreach.param_groups] == [g['step'] for g in lamb.param_groups]
 
 
+def test_betas_as_a_list():
+    """torch's optimizers (and Lamb) accept betas as a list, e.g. from a JSON config."""
+    reference, model = _model(), _model()
+    _train(reference, Lamb(_groups(reference), lr=0.05, betas=[0.9, 0.95]), 2, 1.0)
+    _train(model, ForeachLamb(_groups(model), lr=0.05, betas=[0.9, 0.95]), 2, 1.0)
+    for expected, actual in zip(reference.parameters(), model.parameters()):
+        assert _close(actual, expected)
+
+
 def test_resumes_a_lamb_checkpoint():
     reference, model = _model(), _model()
     lamb = Lamb(_groups(reference), lr=0.05)
