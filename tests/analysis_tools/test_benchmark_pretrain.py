@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -65,3 +66,13 @@ def test_variants_reach_the_model(tool, tmp_path):
                         '--channels-last'])
     assert result['teacher_input_mode'] == 'masked' and result['channels_last'] is True
     assert 'composition' not in result and result['hgkd']['img_per_s'] > 0
+
+
+def test_gpu_bench_rejects_an_unknown_run_before_installing(tmp_path):
+    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
+    env = dict(os.environ, RUNS='eager bogus', OUT=str(tmp_path / 'out'), PYTHON='false')
+    result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "RUNS: unknown run 'bogus'" in result.stderr
+    assert not (tmp_path / 'out').exists()

@@ -18,6 +18,13 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 RUNS=${RUNS:-eager compiled teacher_masked spconv_eager}
+KNOWN_RUNS=" compiled eager compiled_lamb compiled_adamw channels_last teacher_masked spconv_eager "
+for name in $RUNS; do  # before installing anything: device time is scarce
+  if [[ "$KNOWN_RUNS" != *" $name "* ]]; then
+    echo "RUNS: unknown run '$name' (known:$KNOWN_RUNS)" >&2
+    exit 2
+  fi
+done
 mkdir -p "$OUT"
 
 if compgen -G "wheels/*.whl" > /dev/null; then
@@ -57,7 +64,6 @@ for name in $RUNS; do
       else
         echo "=== spconv_eager skipped: spconv (spconv-cu126) is not installed"
       fi ;;
-    *) echo "unknown run '$name' in RUNS" >&2; exit 2 ;;
   esac
 done
 echo "results in $OUT"
