@@ -63,9 +63,27 @@ def test_variants_reach_the_model(tool, tmp_path):
     config.write_text(TINY_CONFIG)
     result = tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '1',
                         '--warmup', '0', '--threads', '1', '--teacher-input-mode', 'masked',
-                        '--channels-last'])
+                        '--channels-last', '--norm-impl', 'triton', '--compile-teacher'])
     assert result['teacher_input_mode'] == 'masked' and result['channels_last'] is True
+    assert result['norm_impl'] == 'triton'  # asked for; on the CPU it runs the torch ops
+    assert result['compile'] == dict(requested=False, used=False, mode=None, teacher=False,
+                                     error=None)
     assert 'composition' not in result and result['hgkd']['img_per_s'] > 0
+
+
+def test_profile_writes_the_op_table(tool, tmp_path):
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    table = tmp_path / 'profile.txt'
+    result = tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '1',
+                        '--warmup', '0', '--threads', '1', '--profile', str(table)])
+    profile = result['profile']
+    assert profile['table'] == str(table) and 'aten::convolution' in table.read_text()
+    assert profile['steps'] == 3 and 0 < profile['total_ms_per_step']
+    names = [op['name'] for op in profile['top']]
+    assert len(names) == 30 and any('conv' in name for name in names)
+    times = [op['ms_per_step'] for op in profile['top']]
+    assert times == sorted(times, reverse=True) and sum(times) <= profile['total_ms_per_step']
 
 
 def test_gpu_bench_rejects_an_unknown_run_before_installing(tmp_path):

@@ -95,6 +95,8 @@ def test_resumes_a_lamb_checkpoint():
 
 
 def test_registered_for_configs():
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import OPTIMIZERS
-    optimizer = OPTIMIZERS.build(dict(type='ForeachLamb', params=_model().parameters()))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # as configs set it
+        optimizer = OPTIMIZERS.build(dict(type='ForeachLamb', params=_model().parameters()))
     assert isinstance(optimizer, ForeachLamb)

@@ -50,6 +50,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='bf16 autocast (default: on for CUDA, off for CPU)')
     parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
                         help='torch.compile the student (default: on for CUDA, off for CPU)')
+    parser.add_argument('--compile-mode',
+                        help="torch.compile mode for the compiled step, e.g. 'reduce-overhead' "
+                        "(CUDA graphs) or 'max-autotune-no-cudagraphs'")
+    parser.add_argument('--compile-teacher', action=argparse.BooleanOptionalAction, default=None,
+                        help='also compile the teacher forward when the student is compiled')
+    parser.add_argument('--norm-impl', choices=['torch', 'triton'],
+                        help="the student's masked norms: torch ops or Triton kernels")
+    parser.add_argument('--profile', metavar='FILE',
+                        help='after timing, profile 3 H-GKD steps with torch.profiler and '
+                        'write the op table here (the top ops also go into the JSON)')
     parser.add_argument('--compare-spark', action='store_true',
                         help='also time mmpretrain SparK step + teacher forward')
     parser.add_argument('--spark-depth', type=int,
@@ -99,6 +109,10 @@ def hgkd_model_cfg(cfg: Config, args: argparse.Namespace) -> ConfigDict:
         model.teacher.input_mode = args.teacher_input_mode
     if args.channels_last is not None:
         model.channels_last = args.channels_last
+    if args.norm_impl is not None:
+        model.backbone.norm_impl = args.norm_impl
+    if args.compile_teacher is not None:
+        model.compile_teacher = args.compile_teacher
     return model
 
 
@@ -271,13 +285,15 @@ class Bench:
 
 
 def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: int,
-                 seed: int) -> Tuple[Step, nn.Module, torch.optim.Optimizer, dict]:
+                 seed: int, compile_mode: Optional[str] = None
+                 ) -> Tuple[Step, nn.Module, torch.optim.Optimizer, dict]:
     """Build and warm up the H-GKD step with the model's own ``compile`` switch; the model
     falls back to eager if compiling its forward fails, this falls back if the backward does."""
 
     def build(compile_now: bool):
         torch.manual_seed(seed)
-        model = build_model(dict(model_cfg, compile=compile_now), bench.device)
+        compile_cfg = (dict(mode=compile_mode) if compile_mode else True) if compile_now else False
+        model = build_model(dict(model_cfg, compile=compile_cfg), bench.device)
         step, optimizer = bench.step('H-GKD', model, lambda: model.loss(bench.inputs))
         return step, model, optimizer
 
@@ -287,7 +303,8 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
             step.run()
         used = compiled and model._student_step != model.student_loss
         return step, model, optimizer, dict(
-            requested=compiled, used=used,
+            requested=compiled, used=used, mode=compile_mode,
+            teacher=used and model._teacher_step != model.teacher.forward,
             error=None if used or not compiled else 'model fell back to eager (see its warning)')
     except Exception as error:  # noqa: BLE001  any compiler failure: fall back to eager
         if not compiled:
@@ -297,7 +314,8 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
     step, model, optimizer = build(False)
     for _ in range(warmup):
         step.run()
-    return step, model, optimizer, dict(requested=True, used=False, error=message)
+    return step, model, optimizer, dict(requested=True, used=False, mode=compile_mode,
+                                        teacher=False, error=message)
 
 
 def warm_up_composition(bench: Bench, teacher: nn.Module, depth: int, warmup: int,
@@ -355,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     compiled = on_cuda if args.compile is None else args.compile
     hgkd, model, optimizer, compile_info = warm_up_hgkd(
-        bench, hgkd_model_cfg(cfg, args), compiled, args.warmup, args.seed)
+        bench, hgkd_model_cfg(cfg, args), compiled, args.warmup, args.seed, args.compile_mode)
     hgkd_rss_mib = peak_rss_mib()  # before the composition exists
     steps = [hgkd]
     spark_depth = args.spark_depth or model.backbone.depth
@@ -369,7 +387,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     result = dict(
         config=args.config, **environment(device), batch_size=args.batch_size,
         img_size=img_size, amp='bf16' if bench.amp else 'fp32', compile=compile_info,
-        backend=model.backbone.backend, teacher_input_mode=model.teacher.input_mode,
+        backend=model.backbone.backend, norm_impl=model.backbone.norm1.impl,
+        teacher_input_mode=model.teacher.input_mode,
         channels_last=model.channels_last, student_depth=model.backbone.depth,
         optimizer=bench.optimizer_cfg['type'],
         optimizer_fused=bool(optimizer.defaults.get('fused')),
@@ -384,12 +403,39 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                  'value is taken before the composition was built')
     if args.compare_spark:
         add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
+    if args.profile:
+        result['profile'] = profile_steps(hgkd, device, args.profile)
     print_table(result)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
     return result
+
+
+def profile_steps(step: Step, device: torch.device, path: str, steps: int = 3,
+                  top: int = 30) -> dict:
+    """Profile ``steps`` runs of ``step``; write torch.profiler's op table (by own device
+    time on CUDA, own CPU time on the CPU) to ``path`` and return the top ``top`` ops."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step.run()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(prof.key_averages().table(sort_by=key, row_limit=80))
+    total = sum(getattr(e, key) for e in events)
+    return dict(steps=steps, sort_by=key, table=path,
+                total_ms_per_step=total / 1000 / steps,
+                top=[dict(name=e.key, calls_per_step=e.count / steps,
+                          ms_per_step=getattr(e, key) / 1000 / steps)
+                     for e in events[:top]])
 
 
 def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:
@@ -410,11 +456,15 @@ def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:
 
 def print_table(result: dict) -> None:
     """A short human-readable summary of ``result``."""
-    compile_state = 'on' if result['compile']['used'] else 'off'
+    compile_info = result['compile']
+    compile_state = 'off'
+    if compile_info['used']:
+        compile_state = ('on' + (f" ({compile_info['mode']})" if compile_info['mode'] else '')
+                         + (' + teacher' if compile_info['teacher'] else ''))
     print(f"{result['device_name']} | torch {result['torch']} | mmpretrain "
           f"{result['mmpretrain']} | threads {result['threads']}")
     print(f"batch {result['batch_size']} | {result['img_size']} px | {result['amp']} | compile "
-          f"{compile_state} | backend {result['backend']} | teacher "
+          f"{compile_state} | backend {result['backend']} ({result['norm_impl']} norms) | teacher "
           f"{result['teacher_input_mode']} | channels_last {result['channels_last']} | "
           f"{result['optimizer']}")
     on_cuda = result['device'] == 'cuda'

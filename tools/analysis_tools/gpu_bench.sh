@@ -6,8 +6,9 @@
 #   bash tools/analysis_tools/gpu_bench.sh      # JSON and logs to $OUT or work_dirs/bench
 #
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
-# ITERS (20), WARMUP (5), OUT, RUNS (eager compiled teacher_masked spconv_eager; also
-# compiled_lamb, compiled_adamw, channels_last).
+# ITERS (20), WARMUP (5), OUT, PROFILE (1: each run also writes a torch.profiler op table,
+# 3 more steps; 0: off), RUNS (in order; see the case list below; default: the Triton
+# check, then the eager and compiled variants of session 5).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,8 +18,12 @@ BATCH=${BATCH:-128}
 ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
-RUNS=${RUNS:-eager compiled teacher_masked spconv_eager}
-KNOWN_RUNS=" compiled eager compiled_lamb compiled_adamw channels_last teacher_masked spconv_eager "
+PROFILE=${PROFILE:-1}
+RUNS=${RUNS:-triton_check eager eager_triton eager_channels_last eager_triton_cl compiled \
+channels_last compiled_cudagraphs compiled_teacher}
+KNOWN_RUNS=" triton_check compiled eager eager_triton eager_channels_last eager_triton_cl \
+channels_last compiled_cudagraphs compiled_teacher compiled_lamb compiled_adamw \
+teacher_masked spconv_eager "
 for name in $RUNS; do  # before installing anything: device time is scarce
   if [[ "$KNOWN_RUNS" != *" $name "* ]]; then
     echo "RUNS: unknown run '$name' (known:$KNOWN_RUNS)" >&2
@@ -43,15 +48,25 @@ run() {  # name, extra options
   local name=$1
   shift
   echo "=== $name"
+  local profile=()
+  [[ "$PROFILE" == 1 ]] && profile=(--profile "$OUT/$name.profile.txt")
   "$PY" tools/analysis_tools/benchmark_pretrain.py "$CONFIG" --device cuda --amp \
     --compare-spark --batch-size "$BATCH" --iters "$ITERS" --warmup "$WARMUP" \
-    --out "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log"
+    --out "$OUT/$name.json" "${profile[@]}" "$@" 2>&1 | tee "$OUT/$name.log"
 }
 
 for name in $RUNS; do
   case $name in
+    triton_check)  # the Triton masked norm against the torch one, on this GPU
+      echo "=== triton_check"
+      "$PY" tests/models/sparse/triton_norm_check.py cuda 2>&1 | tee "$OUT/triton_check.log" ;;
     compiled) run compiled ;;                  # default on CUDA: student under torch.compile
     eager) run eager --no-compile ;;
+    eager_triton) run eager_triton --no-compile --norm-impl triton ;;
+    eager_channels_last) run eager_channels_last --no-compile --channels-last ;;
+    eager_triton_cl) run eager_triton_cl --no-compile --norm-impl triton --channels-last ;;
+    compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;
+    compiled_teacher) run compiled_teacher --compile-teacher ;;
     compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
       run compiled_lamb --cfg-options optim_wrapper.optimizer.type=Lamb ;;
     compiled_adamw)  # fused AdamW on both sides, as ../shared/docs/anchors.md

@@ -33,6 +33,8 @@ class HGKD(BaseSelfSupervisor):
             always / never; a dict: ``torch.compile`` keyword arguments, on everywhere.
             If compiling fails in the first step, a warning is logged and training goes
             on eager.
+        compile_teacher (bool): also ``torch.compile`` the teacher's forward, with the
+            same arguments, whenever the student is compiled. Default False.
     """
 
     def __init__(self,
@@ -43,6 +45,7 @@ class HGKD(BaseSelfSupervisor):
                  mask_ratio: float = 0.6,
                  channels_last: bool = False,
                  compile: Union[bool, str, dict] = 'auto',
+                 compile_teacher: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if not 0 < mask_ratio < 1:
@@ -68,7 +71,10 @@ class HGKD(BaseSelfSupervisor):
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
         self.compile_cfg = compile  # not self.compile: that is nn.Module.compile()
-        self._student_step: Optional[Callable] = None  # chosen in the first training step
+        self.compile_teacher = compile_teacher
+        # chosen in the first training step: compiled or eager
+        self._teacher_step: Optional[Callable] = None
+        self._student_step: Optional[Callable] = None
         # the frozen teacher is not part of the student's checkpoints
         teacher._register_state_dict_hook(_drop_own_keys)
         teacher.register_load_state_dict_pre_hook(_fill_own_keys)
@@ -108,9 +114,9 @@ class HGKD(BaseSelfSupervisor):
              **kwargs) -> Dict[str, Tensor]:
         """``inputs (B, 3, H, W)`` -> ``dict(loss_feat=..., [loss_sim=...])``."""
         mask = self.mask(inputs)
-        teacher_tokens = self.teacher(inputs, mask)
         if self._student_step is None:
-            return self._first_student_step(inputs, mask, teacher_tokens)
+            return self._first_step(inputs, mask)
+        teacher_tokens = self._teacher_step(inputs, mask)
         return self._student_step(inputs, mask, teacher_tokens)
 
     def student_loss(self, inputs: Tensor, mask: Tensor,
@@ -120,26 +126,34 @@ class HGKD(BaseSelfSupervisor):
         decoded = self.neck(features, mask)
         return self.head.loss(decoded, teacher_tokens, mask)
 
-    def _first_student_step(self, inputs: Tensor, mask: Tensor,
-                            teacher_tokens: Tensor) -> Dict[str, Tensor]:
-        """Pick compiled or eager (``compile``), falling back to eager if compiling fails."""
+    def _first_step(self, inputs: Tensor, mask: Tensor) -> Dict[str, Tensor]:
+        """Pick compiled or eager (``compile``, ``compile_teacher``) and run the step; a
+        part whose compiling fails goes on eager."""
         wanted = self.compile_cfg if self.compile_cfg != 'auto' else inputs.is_cuda
-        if wanted is False:
-            self._student_step = self.student_loss
-            return self.student_loss(inputs, mask, teacher_tokens)
+        options = wanted if isinstance(wanted, dict) else {}
+        # a bound method, not the module: a module attribute would be a second submodule
+        self._teacher_step, teacher_tokens = _compiled_or_eager(
+            self.teacher.forward, wanted is not False and self.compile_teacher, options, 'teacher',
+            inputs, mask)
+        self._student_step, losses = _compiled_or_eager(
+            self.student_loss, wanted is not False, options, 'student', inputs, mask,
+            teacher_tokens)
+        return losses
+
+
+def _compiled_or_eager(function: Callable, compile: bool, options: dict, name: str, *args):
+    """``(torch.compile(function) or function, its result on args)``: eager, with a
+    warning, if compiling or running the compiled function fails."""
+    if compile:
         try:
-            compiled = torch.compile(self.student_loss,
-                                     **(wanted if isinstance(wanted, dict) else {}))
-            losses = compiled(inputs, mask, teacher_tokens)
+            compiled = torch.compile(function, **options)
+            return compiled, compiled(*args)
         except Exception as error:  # noqa: BLE001  any compiler failure: go on eager
-            print_log(f'torch.compile of the H-GKD student failed, training eager instead '
+            print_log(f'torch.compile of the H-GKD {name} failed, training eager instead '
                       f'(set model.compile=False to skip it): {type(error).__name__}: '
                       f'{str(error).splitlines()[0] if str(error) else ""}',
                       logger='current', level=logging.WARNING)
-            self._student_step = self.student_loss
-            return self.student_loss(inputs, mask, teacher_tokens)
-        self._student_step = compiled
-        return losses
+    return function, function(*args)
 
 
 def _drop_own_keys(module, state_dict, prefix, local_metadata):

@@ -31,6 +31,9 @@ class HGKDSparseResNet(ResNet):
         out_indices (Sequence[int]): stages to return, default all four
             (strides 4, 8, 16, 32).
         zero_init_residual (bool): as in ResNet; off by default, as in SparK.
+        norm_impl (str): the masked norms' training-mode implementation: ``'torch'``
+            (default) or ``'triton'`` (fused norm + ReLU kernels for the eager path on a
+            GPU; see :class:`MaskedBatchNorm2d`). Same results.
         **kwargs: other :class:`mmpretrain.models.ResNet` arguments.
 
     Forward:
@@ -46,6 +49,7 @@ class HGKDSparseResNet(ResNet):
                  norm_cfg: dict = dict(type='MaskedBatchNorm2d'),
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  zero_init_residual: bool = False,
+                 norm_impl: str = 'torch',
                  **kwargs):
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
@@ -60,17 +64,17 @@ class HGKDSparseResNet(ResNet):
         dense_norm_cfg = dict(norm_cfg, type='BN')
         super().__init__(depth, norm_cfg=dense_norm_cfg, out_indices=out_indices,
                          zero_init_residual=zero_init_residual, **kwargs)
-        self._to_masked_norms(self, sync='Sync' in norm_type)
+        self._to_masked_norms(self, sync='Sync' in norm_type, impl=norm_impl)
         self.backend = backend
         # holds no parameters and no mask state, only spconv's per-layer modules
         self.spconv_conv = SpconvConv2d() if backend == 'spconv' else None
 
-    def _to_masked_norms(self, module: nn.Module, sync: bool) -> None:
+    def _to_masked_norms(self, module: nn.Module, sync: bool, impl: str) -> None:
         for name, child in module.named_children():
             if isinstance(child, nn.BatchNorm2d):
-                setattr(module, name, to_masked_norm(child, sync))
+                setattr(module, name, to_masked_norm(child, sync, impl))
             else:
-                self._to_masked_norms(child, sync)
+                self._to_masked_norms(child, sync, impl)
 
     def sparse_conv(self, conv: nn.Conv2d, x: Tensor, masks: MaskPyramid,
                     masked_norm_next: bool = False) -> Tensor:
@@ -96,9 +100,7 @@ class HGKDSparseResNet(ResNet):
         out = x
         for i, (conv, norm) in enumerate(layers):
             out = self.sparse_conv(conv, out, masks, masked_norm_next=True)
-            out = norm(out, masks.at(out))
-            if i < len(layers) - 1:
-                out = F.relu(out)
+            out = norm(out, masks.at(out), relu=i < len(layers) - 1)
         identity = x
         if block.downsample is not None:
             down_conv, down_norm = block.downsample
@@ -120,7 +122,7 @@ class HGKDSparseResNet(ResNet):
         masks = MaskPyramid(mask)
         x = inputs * masks.at(inputs)
         x = self.sparse_conv(self.conv1, x, masks, masked_norm_next=True)
-        x = F.relu(self.norm1(x, masks.at(x)))
+        x = self.norm1(x, masks.at(x), relu=True)
         x = self.maxpool(x)
         x = x * masks.at(x)
         outs = []

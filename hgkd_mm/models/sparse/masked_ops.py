@@ -8,12 +8,14 @@ inference right after it is built.
 from typing import Dict, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from mmpretrain.registry import MODELS
+
+from . import triton_norm
+from .norm_terms import backward_terms, stats_from_sums
 
 
 class MaskPyramid:
@@ -46,10 +48,6 @@ class MaskPyramid:
         return self._cache[key]
 
 
-def _distributed(sync: bool) -> bool:
-    return sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def masked_bn_stats(x: Tensor, mask: Tensor, sync: bool):
     """Mean and biased variance per channel over visible positions.
 
@@ -63,15 +61,7 @@ def masked_bn_stats(x: Tensor, mask: Tensor, sync: bool):
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     total = torch.sum(x, dim=(0, 2, 3), dtype=acc)
     squares = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=acc).square()
-    count = torch.sum(mask, dtype=acc).reshape(1)
-    if _distributed(sync):
-        stats = torch.cat([total, squares, count])
-        # differentiable all-reduce: the backward pass sums the gradients of all ranks
-        stats = torch.distributed.nn.functional.all_reduce(stats)
-        total, squares, count = stats.split([total.numel(), squares.numel(), 1])
-    mean = total / count
-    var = (squares / count - mean.square()).clamp_min(0)
-    return mean, var, count
+    return stats_from_sums(total, squares, torch.sum(mask, dtype=acc).reshape(1), sync)
 
 
 class _MaskedBatchNormTrain(torch.autograd.Function):
@@ -105,26 +95,15 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
         x, mask, weight, mean, invstd, count = ctx.saved_tensors
         acc = mean.dtype
         # x is zero where masked: sum(g * x) needs no mask, the sum of g does
-        local = torch.cat([torch.sum(grad_out * mask, dim=(0, 2, 3), dtype=acc),
-                           torch.sum(grad_out * x, dim=(0, 2, 3), dtype=acc)])
-        total = local.clone()
-        if _distributed(ctx.sync):  # the input gradient needs the global sums
-            dist.all_reduce(total)
-        sum_g, sum_gx = total.chunk(2)
-        gain = invstd if weight is None else invstd * weight
-        # at visible positions dx = gain * (g - sum(g) / n - xhat * sum(g * xhat) / n)
-        coef_x = -gain * invstd.square() * (sum_gx - mean * sum_g) / count
-        coef_one = -gain * sum_g / count - coef_x * mean
+        local = torch.stack([torch.sum(grad_out * mask, dim=(0, 2, 3), dtype=acc),
+                             torch.sum(grad_out * x, dim=(0, 2, 3), dtype=acc)])
+        gain, coef_x, coef_one, param_grads = backward_terms(local, mean, invstd, weight, count,
+                                                             ctx.sync)
         shape = (1, -1, 1, 1)
         grad_x = torch.addcmul(coef_one.to(x.dtype).view(shape), grad_out,
                                gain.to(x.dtype).view(shape)).mul_(mask)
         grad_x.addcmul_(x, coef_x.to(x.dtype).view(shape))
-        if weight is None:
-            return grad_x, None, None, None, None, None
-        local_sum_g, local_sum_gx = local.chunk(2)  # DDP sums the parameter gradients
-        grad_weight = invstd * (local_sum_gx - mean * local_sum_g)
-        return (grad_x, None, grad_weight.to(weight.dtype), local_sum_g.to(weight.dtype), None,
-                None)
+        return (grad_x, None) + param_grads + (None, None)
 
 
 def _scale_shift(mean: Tensor, invstd: Tensor, weight: Optional[Tensor],
@@ -146,23 +125,37 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     in ``nn.BatchNorm``.
 
     Forward: ``x (B, C, H, W)``, ``mask (B, 1, H, W)``; the values of ``x`` at masked
-    positions do not matter (they are zeroed here, also in the gradient).
+    positions do not matter (they are zeroed here, also in the gradient). ``relu=True``
+    applies a ReLU to the output (fused into the kernels with ``impl='triton'``).
+
+    Attributes:
+        impl (str): ``'torch'`` (default) or ``'triton'``: the training-mode statistics,
+            normalisation and backward in Triton kernels (:mod:`.triton_norm`) on CUDA in
+            eager mode; elsewhere (CPU, float64, under ``torch.compile``) the torch ops.
     """
     sync = False
+    impl = 'torch'
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, relu: bool = False) -> Tensor:
         if mask is None:
-            return super().forward(x)
+            out = super().forward(x)
+            return F.relu(out) if relu else out
         weight, bias = (self.weight, self.bias) if self.affine else (None, None)
         if self.training or not self.track_running_stats:
-            out, mean, var, count = _MaskedBatchNormTrain.apply(x, mask, weight, bias, self.eps,
-                                                                self.sync)
+            if self.impl == 'triton' and triton_norm.usable_for(x):
+                out, mean, var, count = triton_norm.TritonMaskedBatchNormTrain.apply(
+                    x, mask, weight, bias, self.eps, self.sync, relu)
+                relu = False  # done
+            else:
+                out, mean, var, count = _MaskedBatchNormTrain.apply(x, mask, weight, bias,
+                                                                    self.eps, self.sync)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, count)
-            return out
-        invstd = torch.rsqrt(self.running_var + self.eps)
-        scale, shift = _scale_shift(self.running_mean, invstd, weight, bias, x.dtype)
-        return torch.addcmul(shift, x, scale) * mask
+        else:
+            invstd = torch.rsqrt(self.running_var + self.eps)
+            scale, shift = _scale_shift(self.running_mean, invstd, weight, bias, x.dtype)
+            out = torch.addcmul(shift, x, scale) * mask
+        return F.relu(out) if relu else out
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
@@ -183,9 +176,19 @@ class MaskedSyncBatchNorm2d(MaskedBatchNorm2d):
     sync = True
 
 
-def to_masked_norm(bn: nn.BatchNorm2d, sync: bool) -> MaskedBatchNorm2d:
-    """A masked copy of ``bn`` with its parameters and buffers."""
+NORM_IMPLS = ('torch', 'triton')
+
+
+def to_masked_norm(bn: nn.BatchNorm2d, sync: bool, impl: str = 'torch') -> MaskedBatchNorm2d:
+    """A masked copy of ``bn`` with its parameters and buffers; ``impl`` as
+    :attr:`MaskedBatchNorm2d.impl`."""
+    if impl not in NORM_IMPLS:
+        raise ValueError(f'norm_impl must be one of {NORM_IMPLS}, got {impl!r}')
+    if impl == 'triton' and not triton_norm.triton_available():
+        raise ImportError("norm_impl='triton' needs the triton package (it comes with CUDA "
+                          "builds of torch); use norm_impl='torch'")
     cls = MaskedSyncBatchNorm2d if sync else MaskedBatchNorm2d
     masked = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    masked.impl = impl
     masked.load_state_dict(bn.state_dict())
     return masked.to(next(iter(bn.state_dict().values())).device)

@@ -40,6 +40,19 @@ def test_compiled_step_equals_eager():
         assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
 
 
+def test_compiled_teacher_equals_eager():
+    inputs = torch.randn(2, 3, 64, 64)
+    eager_loss, eager_grads = step(build(compile=False, compile_teacher=True), inputs)
+    model = build(compile=dict(backend='aot_eager'), compile_teacher=True)
+    keys = set(model.state_dict())
+    loss, grads = step(model, inputs)
+    assert model._teacher_step != model.teacher.forward  # the compiled teacher is in use
+    assert set(model.state_dict()) == keys  # no compiled module among the submodules
+    assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
+
+
 def test_compiler_failure_falls_back_to_eager(monkeypatch):
     inputs = torch.randn(2, 3, 64, 64)
     eager_loss, _ = step(build(compile=False), inputs)
@@ -53,6 +66,16 @@ def test_compiler_failure_falls_back_to_eager(monkeypatch):
     assert 'no_such_backend' in logged[0][0]
     assert model._student_step == model.student_loss
     assert torch.allclose(loss, eager_loss)
+
+
+def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
+    model = build(compile=dict(backend='no_such_backend'), compile_teacher=True)
+    logged = []
+    monkeypatch.setattr(hgkd_module, 'print_log',
+                        lambda msg, logger=None, level=None: logged.append(msg))
+    step(model, torch.randn(2, 3, 64, 64))
+    assert ['teacher' in msg for msg in logged] == [True, False]  # then the student's
+    assert model._teacher_step == model.teacher.forward
 
 
 @pytest.mark.parametrize('value', ['yes', 1.0, None])
