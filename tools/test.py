@@ -14,7 +14,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from hgkd_mm.utils import allow_mmengine_checkpoint_globals, check_data_paths, setup_launcher
+from hgkd_mm.utils import (allow_mmengine_checkpoint_globals, check_data_paths,
+                           close_process_group, setup_launcher)
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,6 +95,7 @@ def main() -> None:
     if args.out and cfg.get('default_scope') != 'mmseg':
         add_dump_metric(runner, cfg.get('default_scope'), args.out)
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

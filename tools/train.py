@@ -17,7 +17,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from hgkd_mm.utils import allow_mmengine_checkpoint_globals, check_data_paths, setup_launcher
+from hgkd_mm.utils import (allow_mmengine_checkpoint_globals, check_data_paths,
+                           close_process_group, setup_launcher)
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,6 +85,7 @@ def main() -> None:
     setup_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -5,8 +5,8 @@ from .checkpoint_io import (allow_mmengine_checkpoint_globals, mmengine_checkpoi
 from .data_check import check_data_paths
 from .pretrained_check import (PretrainedMismatchError, StrictPretrainedHook, check_pretrained,
                                pretrained_init_cfgs)
-from .launch import (cpu_model_wrapper_cfg, init_cpu_process_group, replace_cuda_sync_bn,
-                     setup_launcher)
+from .launch import (close_process_group, cpu_model_wrapper_cfg, init_cpu_process_group,
+                     replace_cuda_sync_bn, setup_launcher)
 
 # Importing hgkd_mm (custom_imports) makes mmengine's checkpoints loadable with
 # torch.load(weights_only=True) in the Runner's process.
@@ -15,5 +15,6 @@ allow_mmengine_checkpoint_globals()
 __all__ = [
     'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'safe_load', 'check_data_paths',
     'PretrainedMismatchError', 'StrictPretrainedHook', 'check_pretrained', 'pretrained_init_cfgs',
-    'cpu_model_wrapper_cfg', 'init_cpu_process_group', 'replace_cuda_sync_bn', 'setup_launcher'
+    'close_process_group', 'cpu_model_wrapper_cfg', 'init_cpu_process_group',
+    'replace_cuda_sync_bn', 'setup_launcher'
 ]

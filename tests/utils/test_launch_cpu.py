@@ -8,7 +8,8 @@ import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from hgkd_mm.utils import cpu_model_wrapper_cfg, replace_cuda_sync_bn, setup_launcher
+from hgkd_mm.utils import (close_process_group, cpu_model_wrapper_cfg, replace_cuda_sync_bn,
+                           setup_launcher)
 
 
 class ListHandler(logging.Handler):
@@ -88,4 +89,6 @@ def test_pytorch_launcher_on_cpu_inits_gloo(monkeypatch):
         assert cfg.model_wrapper_cfg.device_ids is None
         assert cfg.model.backbone.norm_cfg.type == 'BN'
     finally:
-        dist.destroy_process_group()
+        close_process_group()  # what tools/train.py and tools/test.py do at the end
+    assert not dist.is_initialized()
+    close_process_group()  # no group: nothing to do

@@ -5,6 +5,11 @@
 #
 #   bash tools/analysis_tools/gpu_bench.sh      # JSON and logs to $OUT or work_dirs/bench
 #
+# Each compiled run compiles ResNet-50's step again (a minute or more): with a 10-minute
+# limit per call, split the default list, e.g.
+#   ITERS=10 WARMUP=3 RUNS="triton_check eager eager_triton eager_channels_last eager_triton_cl"
+#   ITERS=10 WARMUP=3 RUNS="compiled channels_last compiled_cudagraphs compiled_teacher"
+#
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
 # ITERS (20), WARMUP (5), OUT, PROFILE (1: each run also writes a torch.profiler op table,
 # 3 more steps; 0: off), RUNS (in order; see the case list below; default: the Triton
