@@ -27,8 +27,8 @@ PROFILE=${PROFILE:-1}
 RUNS=${RUNS:-triton_check eager eager_triton eager_channels_last eager_triton_cl compiled \
 channels_last compiled_cudagraphs compiled_teacher}
 KNOWN_RUNS=" triton_check compiled eager eager_triton eager_channels_last eager_triton_cl \
-channels_last compiled_cudagraphs compiled_teacher compiled_lamb compiled_adamw \
-teacher_masked spconv_eager "
+channels_last compiled_cudagraphs compiled_teacher compiled_autotune compiled_lamb \
+compiled_adamw teacher_masked spconv_eager "
 for name in $RUNS; do  # before installing anything: device time is scarce
   if [[ "$KNOWN_RUNS" != *" $name "* ]]; then
     echo "RUNS: unknown run '$name' (known:$KNOWN_RUNS)" >&2
@@ -72,6 +72,8 @@ for name in $RUNS; do
     eager_triton_cl) run eager_triton_cl --no-compile --norm-impl triton --channels-last ;;
     compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;
     compiled_teacher) run compiled_teacher --compile-teacher ;;
+    compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes
+      run compiled_autotune --compile-mode max-autotune-no-cudagraphs ;;
     compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
       run compiled_lamb --cfg-options optim_wrapper.optimizer.type=Lamb ;;
     compiled_adamw)  # fused AdamW on both sides, as ../shared/docs/anchors.md
