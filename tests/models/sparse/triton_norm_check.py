@@ -20,6 +20,9 @@ def close(name, actual, expected, tol=2e-5):
 
 
 DEVICE = torch.device(sys.argv[1] if len(sys.argv) > 1 else 'cpu')
+# float32 convolutions on a GPU: TF32 would round each one to 1e-3 and hide the comparison
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def check_norm(shape, relu, channels_last, affine, dtype=torch.float32):
