@@ -13,7 +13,8 @@ from .launch import (close_process_group, cpu_model_wrapper_cfg, init_cpu_proces
 allow_mmengine_checkpoint_globals()
 
 __all__ = [
-    'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'safe_load', 'check_data_paths',
+    'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'safe_load',
+    'check_data_paths',
     'PretrainedMismatchError', 'StrictPretrainedHook', 'check_pretrained', 'pretrained_init_cfgs',
     'close_process_group', 'cpu_model_wrapper_cfg', 'init_cpu_process_group',
     'replace_cuda_sync_bn', 'setup_launcher'

@@ -133,15 +133,16 @@ class HGKD(BaseSelfSupervisor):
         options = wanted if isinstance(wanted, dict) else {}
         # a bound method, not the module: a module attribute would be a second submodule
         self._teacher_step, teacher_tokens = _compiled_or_eager(
-            self.teacher.forward, wanted is not False and self.compile_teacher, options, 'teacher',
-            inputs, mask)
+            self.teacher.forward, wanted is not False and self.compile_teacher, options,
+            'teacher', 'model.compile_teacher=False', inputs, mask)
         self._student_step, losses = _compiled_or_eager(
-            self.student_loss, wanted is not False, options, 'student', inputs, mask,
-            teacher_tokens)
+            self.student_loss, wanted is not False, options, 'student', 'model.compile=False',
+            inputs, mask, teacher_tokens)
         return losses
 
 
-def _compiled_or_eager(function: Callable, compile: bool, options: dict, name: str, *args):
+def _compiled_or_eager(function: Callable, compile: bool, options: dict, name: str,
+                       switch: str, *args):
     """``(torch.compile(function) or function, its result on args)``: eager, with a
     warning, if compiling or running the compiled function fails."""
     if compile:
@@ -150,7 +151,7 @@ def _compiled_or_eager(function: Callable, compile: bool, options: dict, name: s
             return compiled, compiled(*args)
         except Exception as error:  # noqa: BLE001  any compiler failure: go on eager
             print_log(f'torch.compile of the H-GKD {name} failed, training eager instead '
-                      f'(set model.compile=False to skip it): {type(error).__name__}: '
+                      f'(set {switch} to skip it): {type(error).__name__}: '
                       f'{str(error).splitlines()[0] if str(error) else ""}',
                       logger='current', level=logging.WARNING)
     return function, function(*args)

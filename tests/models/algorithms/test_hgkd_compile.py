@@ -75,6 +75,7 @@ def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
                         lambda msg, logger=None, level=None: logged.append(msg))
     step(model, torch.randn(2, 3, 64, 64))
     assert ['teacher' in msg for msg in logged] == [True, False]  # then the student's
+    assert 'set model.compile_teacher=False' in logged[0]
     assert model._teacher_step == model.teacher.forward
 
 
