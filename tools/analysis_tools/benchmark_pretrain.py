@@ -338,10 +338,16 @@ def warm_up_composition(bench: Bench, teacher: nn.Module, depth: int, warmup: in
 def environment(device: torch.device) -> dict:
     import mmengine
     import mmpretrain
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
     return dict(device=device.type, device_name=device_name(device), cpu_count=os.cpu_count(),
                 threads=torch.get_num_threads(), torch=torch.__version__,
                 cuda=torch.version.cuda if device.type == 'cuda' else None,
-                mmpretrain=mmpretrain.__version__, mmengine=mmengine.__version__)
+                triton=triton_version, mmpretrain=mmpretrain.__version__,
+                mmengine=mmengine.__version__)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
