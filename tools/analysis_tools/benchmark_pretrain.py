@@ -432,10 +432,11 @@ def profile_steps(step: Step, device: torch.device, path: str, steps: int = 3,
         if device.type == 'cuda':
             torch.cuda.synchronize()
     key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    averages = prof.key_averages()
+    events = sorted(averages, key=lambda e: getattr(e, key), reverse=True)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
-        f.write(prof.key_averages().table(sort_by=key, row_limit=80))
+        f.write(averages.table(sort_by=key, row_limit=80))
     total = sum(getattr(e, key) for e in events)
     return dict(steps=steps, sort_by=key, table=path,
                 total_ms_per_step=total / 1000 / steps,

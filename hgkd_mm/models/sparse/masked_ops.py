@@ -15,7 +15,7 @@ from torch import Tensor
 from mmpretrain.registry import MODELS
 
 from . import triton_norm
-from .norm_terms import backward_terms, stats_from_sums
+from .norm_terms import backward_terms, scale_shift, stats_from_sums
 
 
 class MaskPyramid:
@@ -83,7 +83,7 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
         x = x * mask
         mean, var, count = masked_bn_stats(x, mask, sync)
         invstd = torch.rsqrt(var + eps)
-        scale, shift = _scale_shift(mean, invstd, weight, bias, x.dtype)
+        scale, shift = scale_shift(mean, invstd, weight, bias, x.dtype)
         out = torch.addcmul(shift, x, scale).mul_(mask)
         ctx.save_for_backward(x, mask, weight, mean, invstd, count)
         ctx.sync = sync
@@ -104,15 +104,6 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
                                gain.to(x.dtype).view(shape)).mul_(mask)
         grad_x.addcmul_(x, coef_x.to(x.dtype).view(shape))
         return (grad_x, None) + param_grads + (None, None)
-
-
-def _scale_shift(mean: Tensor, invstd: Tensor, weight: Optional[Tensor],
-                 bias: Optional[Tensor], dtype: torch.dtype):
-    """``out = x * scale + shift``, both ``(1, C, 1, 1)`` in ``dtype``."""
-    scale = invstd if weight is None else invstd * weight
-    shift = -mean * scale if bias is None else bias - mean * scale
-    shape = (1, -1, 1, 1)
-    return scale.to(dtype).view(shape), shift.to(dtype).view(shape)
 
 
 @MODELS.register_module()
@@ -153,7 +144,7 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
                 self._update_running_stats(mean, var, count)
         else:
             invstd = torch.rsqrt(self.running_var + self.eps)
-            scale, shift = _scale_shift(self.running_mean, invstd, weight, bias, x.dtype)
+            scale, shift = scale_shift(self.running_mean, invstd, weight, bias, x.dtype)
             out = torch.addcmul(shift, x, scale) * mask
         return F.relu(out) if relu else out
 

@@ -25,6 +25,15 @@ def stats_from_sums(total: Tensor, squares: Tensor, count: Tensor, sync: bool):
     return mean, var, count
 
 
+def scale_shift(mean: Tensor, invstd: Tensor, weight: Optional[Tensor],
+                bias: Optional[Tensor], dtype: torch.dtype):
+    """``out = x * scale + shift``, both ``(1, C, 1, 1)`` in ``dtype``."""
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    shape = (1, -1, 1, 1)
+    return scale.to(dtype).view(shape), shift.to(dtype).view(shape)
+
+
 def backward_terms(local: Tensor, mean: Tensor, invstd: Tensor, weight: Optional[Tensor],
                    count: Tensor, sync: bool):
     """Per-channel terms of the masked BatchNorm backward.

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .norm_terms import backward_terms, stats_from_sums
+from .norm_terms import backward_terms, scale_shift, stats_from_sums
 
 try:
     import triton
@@ -187,8 +187,8 @@ class TritonMaskedBatchNormTrain(torch.autograd.Function):
         count = torch.sum(m, dtype=torch.float32).reshape(1)
         mean, var, count = stats_from_sums(total, squares, count, sync)
         invstd = torch.rsqrt(var + eps)
-        scale = invstd if weight is None else invstd * weight.float()
-        shift = -mean * scale if bias is None else bias.float() - mean * scale
+        scale, shift = (t.view(-1) for t in scale_shift(mean, invstd, weight, bias,
+                                                        torch.float32))
         out = _elementwise(x, None, m, strides, fmt, relu, scale, shift)
         ctx.save_for_backward(x, m, weight, mean, invstd, count, scale, shift)
         ctx.sync, ctx.relu, ctx.fmt, ctx.strides = sync, relu, fmt, strides
