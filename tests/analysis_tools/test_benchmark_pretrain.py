@@ -64,12 +64,25 @@ def test_variants_reach_the_model(tool, tmp_path):
     config.write_text(TINY_CONFIG)
     result = tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '1',
                         '--warmup', '0', '--threads', '1', '--teacher-input-mode', 'masked',
-                        '--channels-last', '--norm-impl', 'triton', '--compile-teacher'])
+                        '--channels-last', '--norm-impl', 'triton'])
     assert result['teacher_input_mode'] == 'masked' and result['channels_last'] is True
     assert result['norm_impl'] == 'triton'  # asked for; on the CPU it runs the torch ops
     assert result['compile'] == dict(requested=False, used=False, mode=None, teacher=False,
                                      error=None)
     assert 'composition' not in result and result['hgkd']['img_per_s'] > 0
+
+
+@pytest.mark.parametrize('options, named', [
+    (['--compile-teacher'], '--compile-teacher'),  # the CPU default is eager
+    (['--compile-mode', 'default'], '--compile-mode'),
+    (['--compile', '--compile-mode', 'fast'], '--compile-mode'),
+])
+def test_compile_options_are_checked(tool, tmp_path, capsys, options, named):
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    with pytest.raises(SystemExit):
+        tool.main([str(config), '--device', 'cpu', *options])
+    assert named in capsys.readouterr().err
 
 
 def test_profile_writes_the_op_table(tool, tmp_path):

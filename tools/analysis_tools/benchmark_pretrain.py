@@ -35,6 +35,7 @@ from mmengine.registry import DefaultScope
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
 MIB = 2**20
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -50,9 +51,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='bf16 autocast (default: on for CUDA, off for CPU)')
     parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
                         help='torch.compile the student (default: on for CUDA, off for CPU)')
-    parser.add_argument('--compile-mode',
+    parser.add_argument('--compile-mode', choices=COMPILE_MODES,
                         help="torch.compile mode for the compiled step, e.g. 'reduce-overhead' "
-                        "(CUDA graphs) or 'max-autotune-no-cudagraphs'")
+                        "(CUDA graphs)")
     parser.add_argument('--compile-teacher', action=argparse.BooleanOptionalAction, default=None,
                         help='also compile the teacher forward when the student is compiled')
     parser.add_argument('--norm-impl', choices=['torch', 'triton'],
@@ -73,7 +74,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--out', help='write the result as JSON here')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    compiled = args.device == 'cuda' if args.compile is None else args.compile
+    for option, value in (('--compile-mode', args.compile_mode),
+                          ('--compile-teacher', args.compile_teacher)):
+        if value and not compiled:
+            parser.error(f'{option} needs the compiled step: add --compile (the default on '
+                         'CUDA only)')
+    return args
 
 
 # ----------------------------------------------------------------------------- setup
