@@ -29,6 +29,10 @@ channels_last compiled_cudagraphs compiled_teacher}
 KNOWN_RUNS=" triton_check compiled eager eager_triton eager_channels_last eager_triton_cl \
 channels_last compiled_cudagraphs compiled_teacher compiled_autotune compiled_lamb \
 compiled_adamw teacher_masked spconv_eager "
+if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
+  echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
+  exit 2
+fi
 for name in $RUNS; do  # before installing anything: device time is scarce
   if [[ "$KNOWN_RUNS" != *" $name "* ]]; then
     echo "RUNS: unknown run '$name' (known:$KNOWN_RUNS)" >&2

@@ -68,6 +68,8 @@ class HGKD(BaseSelfSupervisor):
         if not (isinstance(compile, (bool, dict)) or compile == 'auto'):
             raise ValueError(f"compile must be True, False, 'auto' or a dict of torch.compile "
                              f'arguments, got {compile!r}')
+        if not isinstance(compile_teacher, bool):
+            raise ValueError(f'compile_teacher must be True or False, got {compile_teacher!r}')
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
         self.compile_cfg = compile  # not self.compile: that is nn.Module.compile()

@@ -83,3 +83,8 @@ def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
 def test_bad_compile_value(value):
     with pytest.raises(ValueError, match='compile must be'):
         build(compile=value)
+
+
+def test_bad_compile_teacher_value():
+    with pytest.raises(ValueError, match='compile_teacher must be'):
+        build(compile_teacher='yes')
