@@ -100,21 +100,15 @@ def test_profile_writes_the_op_table(tool, tmp_path):
     assert times == sorted(times, reverse=True) and sum(times) <= profile['total_ms_per_step']
 
 
-def test_gpu_bench_rejects_a_bad_profile_value_before_installing(tmp_path):
+@pytest.mark.parametrize('settings, message', [
+    (dict(RUNS='eager bogus'), "RUNS: unknown run 'bogus'"),
+    (dict(PROFILE='yes'), "PROFILE must be 0 or 1, got 'yes'"),
+])
+def test_gpu_bench_rejects_bad_settings_before_installing(tmp_path, settings, message):
     script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
-    env = dict(os.environ, PROFILE='yes', OUT=str(tmp_path / 'out'), PYTHON='false')
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', **settings)
     result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2
-    assert "PROFILE must be 0 or 1, got 'yes'" in result.stderr
-    assert not (tmp_path / 'out').exists()
-
-
-def test_gpu_bench_rejects_an_unknown_run_before_installing(tmp_path):
-    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
-    env = dict(os.environ, RUNS='eager bogus', OUT=str(tmp_path / 'out'), PYTHON='false')
-    result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 2
-    assert "RUNS: unknown run 'bogus'" in result.stderr
+    assert message in result.stderr
     assert not (tmp_path / 'out').exists()
