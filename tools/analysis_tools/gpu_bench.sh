@@ -90,6 +90,7 @@ for name in $RUNS; do
       else
         echo "=== spconv_eager skipped: spconv (spconv-cu126) is not installed"
       fi ;;
+    *) echo "RUNS: '$name' is in KNOWN_RUNS but has no case here" >&2; exit 2 ;;
   esac
 done
 echo "results in $OUT"
