@@ -3,6 +3,9 @@ an all-visible mask, in mmpretrain, torchvision and timm; bad input is refused, 
 never partial."""
 import importlib.util
 import os
+import stat
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -168,3 +171,49 @@ def test_failed_write_leaves_no_partial_output(hgkd_r18, tmp_path, monkeypatch):
         hgkd_to_dense.convert(str(hgkd_r18), str(tmp_path / 'out.pth'))
     assert os.listdir(tmp_path) == []
 
+
+
+def test_output_loads_safely_without_hgkd_mm(hgkd_r18, tmp_path):
+    """mmdet/mmseg users load OUT with plain torch: no allow-list from this package."""
+    outs = []
+    for fmt in hgkd_to_dense.FORMATS:
+        outs.append(tmp_path / f'{fmt}.pth')
+        hgkd_to_dense.convert(str(hgkd_r18), str(outs[-1]), fmt)
+    check = ('import sys, torch\n'
+             'for path in sys.argv[1:]:\n'
+             '    torch.load(path, map_location="cpu", weights_only=True)\n'
+             'assert "hgkd_mm" not in sys.modules\n')
+    result = subprocess.run([sys.executable, '-c', check, *map(str, outs)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {stat.S_IMODE(out.stat().st_mode) for out in outs} == {0o666 & ~umask}
+
+
+NOT_CHECKPOINTS = {
+    'notes.txt': b'hello world',
+    'two_lines.txt': b'some notes\nline2',
+    'settings.json': b'{"a": 1}',
+    'random.bin': bytes(range(256)) * 3,
+}
+
+
+@pytest.mark.parametrize('name', sorted(NOT_CHECKPOINTS))
+def test_refuses_file_that_is_not_a_checkpoint(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(NOT_CHECKPOINTS[name])
+    with pytest.raises(hgkd_to_dense.ConversionError, match=f'cannot read {path}') as error:
+        hgkd_to_dense.convert(str(path), str(tmp_path / 'out.pth'))
+    assert 'weights_only' not in str(error.value)  # no advice to turn the safe loader off
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_command_line_refuses_text_file(tmp_path):
+    path = tmp_path / 'notes.txt'
+    path.write_text('hello world')
+    result = run_tool([CONVERTER, path, tmp_path / 'out.pth'], timeout=900)
+    assert result.returncode == 1
+    assert f'error: cannot read {path}' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'out.pth').exists()

@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
-import pickle
+import re
 import sys
 import tempfile
-import zipfile
 from typing import Dict, Mapping
 
 import torch
@@ -57,10 +56,9 @@ def load_hgkd_checkpoint(path: str) -> dict:
     allow_mmengine_checkpoint_globals()
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError) as error:
+    except Exception as error:  # any file that is not a checkpoint: text, JSON, truncated
         raise ConversionError(f'cannot read {path} (truncated or not a torch checkpoint): '
-                              f'{type(error).__name__}: {error}') from error
+                              f'{_load_failure(error)}') from error
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict')
     if 'state_dict' not in checkpoint:
@@ -71,6 +69,15 @@ def load_hgkd_checkpoint(path: str) -> dict:
         raise ConversionError(f'{path}: state_dict is not a dict of tensors')
     _check_is_hgkd(state_dict, path)
     return dict(checkpoint)
+
+
+def _load_failure(error: Exception) -> str:
+    """The reason ``torch.load`` gave, without its advice to set ``weights_only=False``."""
+    refused = re.search(r'WeightsUnpickler error:\s*(.+)', str(error))
+    if refused:
+        return f'the safe unpickler refused it ({refused.group(1).strip()})'
+    first_line = (str(error).splitlines() or [''])[0]
+    return f'{type(error).__name__}: {first_line}'
 
 
 def _check_is_hgkd(state_dict: Mapping[str, Tensor], path: str) -> None:
@@ -135,6 +142,12 @@ def _plain_meta(checkpoint: Mapping, in_path: str, depth: int, fmt: str) -> dict
     return plain
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_atomic(obj: object, out_path: str) -> None:
     """``torch.save`` to a temporary file beside ``out_path``, then rename it."""
     out_dir = osp.dirname(osp.abspath(out_path))
@@ -144,6 +157,7 @@ def save_atomic(obj: object, out_path: str) -> None:
     try:
         with os.fdopen(fd, 'wb') as file:
             torch.save(obj, file)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; OUT gets open()'s mode
         os.replace(tmp_path, out_path)
     except BaseException:
         if osp.exists(tmp_path):
