@@ -6,8 +6,9 @@ _base_ = 'mmpretrain::spark/benchmarks/resnet50_8xb256-coslr-300e_in1k.py'
 custom_imports = dict(
     imports=['hgkd_mm', 'hgkd_mm.utils.pretrained_check'], allow_failed_imports=False)
 
-# Read once when the config is parsed: to use another file, override the key it fills,
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# The converted H-GKD backbone. Another file: tools/train.py ... --cfg-options checkpoint=PATH
+# (hgkd_mm's tools carry it to the init_cfg below; with other tools override
+# model.backbone.init_cfg.checkpoint, since mmengine reads this variable once).
 checkpoint = 'work_dirs/hgkd_r50/resnet50_dense.pth'
 data_hint = ('ImageNet-1K is expected under data/imagenet/ (train/, val/ and meta/ as in '
              'mmpretrain): link it there or set data_root.')

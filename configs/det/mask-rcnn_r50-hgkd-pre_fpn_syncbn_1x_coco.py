@@ -5,8 +5,9 @@ _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(
     imports=['hgkd_mm', 'hgkd_mm.utils.pretrained_check'], allow_failed_imports=False)
 
-# Read once when the config is parsed: to use another file, override the key it fills,
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# The converted H-GKD backbone. Another file: tools/train.py ... --cfg-options checkpoint=PATH
+# (hgkd_mm's tools carry it to the init_cfg below; with other tools override
+# model.backbone.init_cfg.checkpoint, since mmengine reads this variable once).
 checkpoint = 'work_dirs/hgkd_r50/resnet50_dense.pth'
 data_hint = ('COCO 2017 is expected under data/coco/ (train2017/, val2017/ and '
              'annotations/instances_{train,val}2017.json), as in mmdet: link it there.')

@@ -5,8 +5,9 @@ _base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
 custom_imports = dict(
     imports=['hgkd_mm', 'hgkd_mm.utils.pretrained_check'], allow_failed_imports=False)
 
-# Read once when the config is parsed: to use another file, override the key it fills,
-# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+# The converted H-GKD backbone. Another file: tools/train.py ... --cfg-options checkpoint=PATH
+# (hgkd_mm's tools carry it to the init_cfg below; with other tools override
+# model.backbone.init_cfg.checkpoint, since mmengine reads this variable once).
 checkpoint = 'work_dirs/hgkd_r50/resnet50_dense.pth'
 data_hint = ('ADE20K is expected under data/ade/ADEChallengeData2016/ (images/ and annotations/, '
              'training/ and validation/), as in mmseg: link it there or set data_root.')

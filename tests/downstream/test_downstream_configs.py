@@ -6,6 +6,7 @@ from mmengine.registry import MODELS, DefaultScope
 
 from downstream_setup import ROOT
 
+from hgkd_mm.utils import merge_cfg_options
 from hgkd_mm.utils.pretrained_check import check_pretrained, pretrained_init_cfgs
 
 CONFIGS = sorted(path for task in ('cls', 'det', 'seg')
@@ -83,3 +84,20 @@ def test_classification_recipes():
     assert linear.model.backbone.frozen_stages == 4
     assert linear.optim_wrapper.optimizer.lr == 30.
     assert linear.train_cfg.max_epochs == 100
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_checkpoint_option_reaches_the_init_cfg(path):
+    """``--cfg-options checkpoint=PATH`` loads PATH, not the file named in the config."""
+    cfg = merge_cfg_options(Config.fromfile(path), {'checkpoint': 'other/dense.pth'})
+    assert cfg.checkpoint == 'other/dense.pth'
+    assert cfg.model.backbone.init_cfg.checkpoint == 'other/dense.pth'
+    assert 'work_dirs/hgkd_r50/resnet50_dense.pth' not in cfg.pretty_text
+
+
+def test_checkpoint_option_without_a_reader_is_refused(tmp_path):
+    path = tmp_path / 'unused_variable.py'
+    path.write_text("checkpoint = 'a.pth'\n"
+                    "model = dict(backbone=dict(type='ResNet', depth=18))\n")
+    with pytest.raises(ValueError, match='model.backbone.init_cfg.checkpoint'):
+        merge_cfg_options(Config.fromfile(path), {'checkpoint': 'b.pth'})

@@ -59,3 +59,16 @@ def test_test_checkpoint_and_show_dir(monkeypatch, config):
     cfg = test.merge_args(cfg, args)
     assert cfg.load_from == 'c.pth'
     assert cfg.default_hooks.visualization.enable and cfg.default_hooks.visualization.out_dir == 'vis'
+
+
+@pytest.mark.parametrize('tool_name', ['train', 'test'])
+def test_checkpoint_option_reaches_pretrained_init_cfg(monkeypatch, tmp_path, tool_name):
+    tool = load_tool(tool_name)
+    config = tmp_path / 'with_checkpoint.py'
+    config.write_text("checkpoint = 'old.pth'\nmodel = dict(backbone=dict(\n"
+                      "    type='ResNet', depth=18,\n"
+                      "    init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))\n")
+    extra = ['c.pth'] if tool_name == 'test' else []
+    args = parse(tool, monkeypatch, [config, *extra, '--cfg-options', 'checkpoint=new.pth'])
+    cfg = tool.merge_args(Config.fromfile(config), args)
+    assert cfg.model.backbone.init_cfg.checkpoint == 'new.pth'
