@@ -58,9 +58,14 @@ def test_mask_rcnn_recipe():
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
     assert cfg.val_evaluator.type == 'CocoMetric' and cfg.val_evaluator.metric == ['bbox', 'segm']
     assert cfg.train_cfg.max_epochs == 12
+    resize = cfg.train_dataloader.dataset.pipeline[2]
+    assert resize.type == 'RandomChoiceResize' and resize.keep_ratio
+    assert [short for _, short in resize.scales] == list(range(640, 801, 32))
     cfg_2x = load('det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_2x_coco.py')
     assert cfg_2x.train_cfg.max_epochs == 24
     assert cfg_2x.param_scheduler[1].milestones == [16, 22]
+    assert cfg_2x.param_scheduler[0].end == 1000
+    assert cfg_2x.train_dataloader == cfg.train_dataloader
     assert cfg_2x.model == cfg.model
 
 
