@@ -54,15 +54,21 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    if args.amp and not torch.cuda.is_available():
-        print_log("--amp ignored: mmengine's AmpOptimWrapper needs a GPU", logger='current',
-                  level=logging.WARNING)
-    elif args.amp:
+    if args.amp:
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
             raise ValueError(f'--amp does not support the optimizer wrapper {wrapper_type}')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if not torch.cuda.is_available() and cfg.get('optim_wrapper', {}).get(
+            'type') == 'AmpOptimWrapper':
+        # mmengine's AmpOptimWrapper asserts a GPU; train in float32 instead (the
+        # pretraining configs ask for bf16 AMP)
+        print_log('No CUDA: AmpOptimWrapper (--amp or the config) needs a GPU, training in '
+                  'float32 with OptimWrapper', logger='current', level=logging.WARNING)
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            cfg.optim_wrapper.pop(key, None)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in (cfg.get('auto_scale_lr') or {}):

@@ -24,7 +24,10 @@ train_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=512, num_workers=8,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, pipeline=train_pipeline),
+    # restated: inherited across packages it carries `_scope_`, which mmengine's Runner
+    # passes to the collate function as an argument
+    collate_fn=dict(_delete_=True, type='default_collate'))
 
 model = dict(
     type='HGKD',

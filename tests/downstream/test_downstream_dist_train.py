@@ -1,5 +1,8 @@
 """tools/dist_train.sh with 2 CPU processes (gloo) on the det and seg configs: SyncBN falls
-back to BN with a warning, the converted backbone loads, the metrics are computed."""
+back to BN with a warning, the converted backbone loads, the metrics are computed; then
+tools/dist_test.sh evaluates the trained detector and dumps its predictions."""
+import pickle
+
 from downstream_setup import (assert_backbone_loaded, assert_coco_metrics, assert_miou,
                               free_port, run_tool, tiny_det_config, tiny_seg_config, tool_log)
 
@@ -21,6 +24,18 @@ def test_dist_train_mask_rcnn(tmp_path, dense_r50):
     assert 'model.roi_head.bbox_head.norm_cfg.type=SyncBN' in log
     assert_backbone_loaded(log, dense_r50)
     assert_coco_metrics(log, tmp_path / 'work')
+
+    out = tmp_path / 'predictions.pkl'
+    result = run_tool(['tools/dist_test.sh', config, tmp_path / 'work' / 'iter_2.pth', 2,
+                       '--work-dir', tmp_path / 'test', '--out', out], timeout=900,
+                      env=dict(PORT=str(free_port())))
+    log = tool_log(result)
+    assert result.returncode == 0, log[-4000:]
+    assert 'Distributed training: True' in log  # mmengine's env line, in test runs too
+    assert_coco_metrics(log, tmp_path / 'test')
+    predictions = pickle.loads(out.read_bytes())
+    assert len(predictions) == 2  # the two validation images, gathered from both ranks
+    assert {'bboxes', 'scores', 'labels', 'masks'} <= set(predictions[0]['pred_instances'])
 
 
 def test_dist_train_upernet(tmp_path, dense_r50):

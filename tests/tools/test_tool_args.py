@@ -46,6 +46,10 @@ def test_train_cfg_options_auto_scale_lr_and_amp(monkeypatch, config):
     assert cfg.train_cfg.max_epochs == 3 and cfg.auto_scale_lr.enable
     expected = 'AmpOptimWrapper' if torch.cuda.is_available() else 'OptimWrapper'
     assert cfg.optim_wrapper.get('type', 'OptimWrapper') == expected  # needs a GPU
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = train.merge_args(Config.fromfile(config), args)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
     with pytest.raises(RuntimeError, match='base_batch_size'):
         train.merge_args(Config.fromfile(config),
                          parse(train, monkeypatch, [config, '--auto-scale-lr']))
@@ -72,3 +76,17 @@ def test_checkpoint_option_reaches_pretrained_init_cfg(monkeypatch, tmp_path, to
     args = parse(tool, monkeypatch, [config, *extra, '--cfg-options', 'checkpoint=new.pth'])
     cfg = tool.merge_args(Config.fromfile(config), args)
     assert cfg.model.backbone.init_cfg.checkpoint == 'new.pth'
+
+
+@pytest.mark.parametrize('cuda', [True, False])
+def test_config_amp_wrapper_falls_back_to_float32_without_cuda(monkeypatch, config, cuda):
+    """The pretraining configs ask for bf16 AmpOptimWrapper, which mmengine refuses on CPU."""
+    train = load_tool('train')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    args = parse(train, monkeypatch, [config, '--cfg-options', 'optim_wrapper.type=AmpOptimWrapper',
+                                      'optim_wrapper.dtype=bfloat16'])
+    cfg = train.merge_args(Config.fromfile(config), args)
+    if cuda:
+        assert (cfg.optim_wrapper.type, cfg.optim_wrapper.dtype) == ('AmpOptimWrapper', 'bfloat16')
+    else:
+        assert cfg.optim_wrapper.type == 'OptimWrapper' and 'dtype' not in cfg.optim_wrapper

@@ -142,6 +142,9 @@ class FrozenViTTeacher(BaseModule):
             if input_mode == 'masked' and decoder_state is not None:
                 self.decoder = build_mae_decoder(decoder_state, decoder_num_heads, checkpoint)
                 load_state_dict_strict(self.decoder, decoder_state, checkpoint, 'MAE decoder')
+            print_log(f'FrozenViTTeacher loaded {checkpoint}: {len(encoder_state)} encoder '
+                      'tensors' + (' and the MAE decoder' if self.decoder is not None else ''),
+                      logger='current')
 
         if self.decoder is not None and self.out_layers != [self.vit.num_layers - 1]:
             raise ValueError('out_layers must be (-1,) with input_mode=masked and an MAE decoder '
