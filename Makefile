@@ -9,4 +9,4 @@ demo: env
 	$(PY) tools/demo.py
 
 test: env
-	$(PY) -m pytest -q tests
+	HGKD_REQUIRE_SPCONV=1 $(PY) -m pytest -q tests

@@ -15,8 +15,6 @@ if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
   pip_install torch==2.14.1 torchvision==0.29.1
 fi
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
-HAS_CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
-CUDA_VERSION="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
 
 # 2. mmcv 2.1.0 with compiled ops. Its setup.py pins -std=c++17, but torch >= 2.10 headers
 #    need C++20, so the sdist is patched before building. The built wheel is kept in a cache
@@ -45,13 +43,15 @@ fi
 echo "[install] mmengine, mmpretrain, mmdet, mmsegmentation, pycocotools, timm, pytest"
 pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 
-# 4. spconv: the CPU build without a GPU, the matching CUDA build with one.
-if ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then
-  if [ "$HAS_CUDA" = "1" ]; then
-    SPCONV="spconv-cu$(echo "$CUDA_VERSION" | cut -d. -f1)$(echo "$CUDA_VERSION" | cut -d. -f2 | cut -c1)"
-    [ "${CUDA_VERSION%%.*}" -ge 12 ] && SPCONV="spconv-cu126"
-  else
-    SPCONV="spconv"
+# 4. spconv: the CPU build without a GPU, else the CUDA build for torch's CUDA
+#    (hgkd_mm/models/sparse/spconv_build.py decides). Builds do not mix: another spconv
+#    or cumm build already there is removed first.
+SPCONV="$("$PY" "$ROOT/hgkd_mm/models/sparse/spconv_build.py")"
+if ! "$PY" -m pip show -q "$SPCONV" >/dev/null 2>&1 || ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then
+  OTHERS="$("$PY" -m pip list --format=freeze 2>/dev/null | cut -d= -f1 | grep -Ei '^(spconv|cumm)' || true)"
+  if [ -n "$OTHERS" ]; then
+    echo "[install] removing other spconv/cumm builds: $(echo $OTHERS)"
+    "$PY" -m pip uninstall -y -q $OTHERS
   fi
   echo "[install] $SPCONV==2.3.8"
   pip_install "$SPCONV==2.3.8"

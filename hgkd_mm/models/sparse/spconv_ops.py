@@ -13,11 +13,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-SPCONV_INSTALL_HINT = (
-    "backend='spconv' needs the spconv package, which is not installed. Install the build "
-    'that matches your torch: `pip install spconv==2.3.8` for CPU-only use, or '
-    '`pip install spconv-cu120==2.3.8` (CUDA 12.0-12.5) / `spconv-cu126==2.3.8` (CUDA 12.6+) '
-    "on a GPU; or use backend='masked', which gives the same results.")
+from .spconv_build import SPCONV_VERSION, spconv_package
+
+def install_hint() -> str:
+    """How to install the spconv build that fits this torch."""
+    package = spconv_package(torch.version.cuda, torch.cuda.is_available())
+    return (f"backend='spconv' needs the spconv package, which is not installed. For this "
+            f'torch (CUDA {torch.version.cuda or "none"}, GPU '
+            f'{"found" if torch.cuda.is_available() else "not found"}): '
+            f'`pip install {package}=={SPCONV_VERSION}` (remove other spconv/cumm builds '
+            "first); or use backend='masked', which gives the same results.")
 
 
 def import_spconv():
@@ -25,7 +30,7 @@ def import_spconv():
     try:
         import spconv.pytorch as spconv
     except ImportError as e:
-        raise ImportError(SPCONV_INSTALL_HINT) from e
+        raise ImportError(install_hint()) from e
     return spconv
 
 

@@ -1,14 +1,28 @@
-"""The spconv backend gives the masked backend's results; without spconv it says how to install."""
+"""The spconv backend gives the masked backend's results; without spconv it says which
+build to install for the torch found."""
 import builtins
+import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from hgkd_mm.models.backbones import HGKDSparseResNet
+from hgkd_mm.models.sparse import spconv_build
+
+
+def require_spconv() -> None:
+    """Skip without spconv, except under `make test` (HGKD_REQUIRE_SPCONV=1), which
+    installs it: there a missing spconv is a failure."""
+    if os.environ.get('HGKD_REQUIRE_SPCONV') == '1':
+        assert importlib.util.find_spec('spconv') is not None, 'tools/install_env.sh installs spconv'
+    pytest.importorskip('spconv.pytorch', reason='spconv is installed by tools/install_env.sh')
 
 
 def test_spconv_backend_equals_masked_backend():
-    pytest.importorskip('spconv.pytorch', reason='spconv is installed by tools/install_env.sh')
+    require_spconv()
     torch.manual_seed(0)
     masked = HGKDSparseResNet(18, backend='masked').double()
     sparse = HGKDSparseResNet(18, backend='spconv').double()
@@ -29,7 +43,7 @@ def test_spconv_backend_equals_masked_backend():
 
 def test_spconv_backend_under_bf16_autocast():
     """The benchmark's setting (bf16 autocast): the gathered products come out in bf16."""
-    pytest.importorskip('spconv.pytorch', reason='spconv is installed by tools/install_env.sh')
+    require_spconv()
     torch.manual_seed(0)
     masked = HGKDSparseResNet(18, backend='masked')
     sparse = HGKDSparseResNet(18, backend='spconv')
@@ -54,5 +68,28 @@ def test_spconv_missing_gives_install_hint(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, '__import__', no_spconv)
-    with pytest.raises(ImportError, match=r"backend='spconv'.*pip install spconv"):
+    with pytest.raises(ImportError, match=r"backend='spconv'.*GPU not found.*pip install "
+                       r"spconv==2\.3\.8`"):
         HGKDSparseResNet(18, backend='spconv')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.version, 'cuda', '12.4')
+    with pytest.raises(ImportError, match=r'pip install spconv-cu120==2\.3\.8`'):
+        HGKDSparseResNet(18, backend='spconv')
+
+
+@pytest.mark.parametrize('cuda, gpu, package', [
+    (None, False, 'spconv'), ('13.0', False, 'spconv'), ('11.7', True, 'spconv-cu117'),
+    ('11.8', True, 'spconv-cu118'), ('12.1', True, 'spconv-cu120'),
+    ('12.6', True, 'spconv-cu126'), ('12.8', True, 'spconv-cu126'),
+    ('13.0', True, 'spconv-cu126')])
+def test_spconv_build_for_torch(cuda, gpu, package):
+    assert spconv_build.spconv_package(cuda, gpu) == package
+
+
+def test_spconv_build_script_runs_without_hgkd_mm():
+    """tools/install_env.sh runs the file before hgkd_mm is installed."""
+    result = subprocess.run([sys.executable, spconv_build.__file__], capture_output=True,
+                            text=True, timeout=300, cwd='/')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == spconv_build.spconv_package(torch.version.cuda,
+                                                                torch.cuda.is_available())
