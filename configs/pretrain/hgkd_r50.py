@@ -50,6 +50,8 @@ model = dict(
 # LAMB, lr 2e-4 x batch / 256, weight decay 0.04 -> 0.2 (cosine)
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    # mmengine's default constructor, without a warning per frozen teacher parameter
+    constructor='FrozenAwareOptimWrapperConstructor',
     dtype='bfloat16',
     # mmpretrain's Lamb computed with multi-tensor ops (same update and checkpoints)
     optimizer=dict(type='ForeachLamb', lr=2e-4 * 4096 / 256, betas=(0.9, 0.95),

@@ -1,5 +1,9 @@
-"""Runner pieces: hooks and a multi-tensor LAMB."""
+"""Runner pieces: hooks, a multi-tensor LAMB, an optimizer constructor."""
 from .hooks import RNGStateHook, get_rng_states, set_rng_states
+from .optim_constructor import FrozenAwareOptimWrapperConstructor
 from .optimizers import ForeachLamb
 
-__all__ = ['ForeachLamb', 'RNGStateHook', 'get_rng_states', 'set_rng_states']
+__all__ = [
+    'ForeachLamb', 'FrozenAwareOptimWrapperConstructor', 'RNGStateHook', 'get_rng_states',
+    'set_rng_states'
+]

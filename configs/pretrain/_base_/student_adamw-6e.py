@@ -3,6 +3,8 @@
 max_epochs = 6
 optim_wrapper = dict(
     type='OptimWrapper',
+    # mmengine's default constructor, without a warning per frozen teacher parameter
+    constructor='FrozenAwareOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.95), weight_decay=0.04, fused=True),
     clip_grad=dict(max_norm=5.0),
     paramwise_cfg=dict(bias_decay_mult=0.0, flat_decay_mult=0.0,
