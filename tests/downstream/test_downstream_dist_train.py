@@ -3,8 +3,16 @@ back to BN with a warning, the converted backbone loads, the metrics are compute
 tools/dist_test.sh evaluates the trained detector and dumps its predictions."""
 import pickle
 
+import pytest
+import torch
+
 from downstream_setup import (assert_backbone_loaded, assert_coco_metrics, assert_miou,
                               free_port, run_tool, tiny_det_config, tiny_seg_config, tool_log)
+
+# These launch 2 processes: on CPU with gloo; a CUDA machine needs a GPU for each.
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available() and torch.cuda.device_count() < 2,
+    reason='2 processes need 2 GPUs on a CUDA machine')
 
 
 def dist_train(config, work_dir):

@@ -4,7 +4,15 @@ locally with slurm's environment."""
 import os
 import stat
 
+import pytest
+import torch
+
 from tiny_cls_setup import ITERS_2, free_port, run_tool, write_config
+
+# These launch 2 processes: on CPU with gloo; a CUDA machine needs a GPU for each.
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available() and torch.cuda.device_count() < 2,
+    reason='2 processes need 2 GPUs on a CUDA machine')
 
 # Records its arguments, then starts --ntasks copies of the command with SLURM_* set.
 FAKE_SRUN = """#!/usr/bin/env bash
