@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .spconv_build import SPCONV_VERSION, spconv_package
 
+
 def install_hint() -> str:
     """How to install the spconv build that fits this torch."""
     package = spconv_package(torch.version.cuda, torch.cuda.is_available())
