@@ -162,13 +162,14 @@ def build_model(model_cfg: dict, device: torch.device) -> nn.Module:
 
 def build_optimizer(model: nn.Module, optimizer_cfg: dict,
                     paramwise_cfg: Optional[dict]) -> torch.optim.Optimizer:
-    """The config's optimizer with its ``paramwise_cfg`` groups, as the Runner builds it;
-    fused for Adam/AdamW where torch supports it."""
-    from mmengine.optim import DefaultOptimWrapperConstructor
+    """The config's optimizer with its ``paramwise_cfg`` groups, as the Runner builds it
+    (mmengine's groups, frozen teacher skipped quietly); fused for Adam/AdamW where torch
+    supports it."""
+    from hgkd_mm.engine import FrozenAwareOptimWrapperConstructor
 
     def build(optimizer: dict) -> torch.optim.Optimizer:
         wrapper = dict(type='OptimWrapper', optimizer=optimizer)
-        return DefaultOptimWrapperConstructor(wrapper, paramwise_cfg)(model).optimizer
+        return FrozenAwareOptimWrapperConstructor(wrapper, paramwise_cfg)(model).optimizer
 
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         if optimizer_cfg['type'] in ('Adam', 'AdamW'):
