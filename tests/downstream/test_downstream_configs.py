@@ -4,7 +4,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from downstream_setup import ROOT
+from downstream_setup import DATA_ABS, ROOT
 
 from hgkd_mm.utils import merge_cfg_options
 from hgkd_mm.utils.pretrained_check import check_pretrained, pretrained_init_cfgs
@@ -106,3 +106,32 @@ def test_checkpoint_option_without_a_reader_is_refused(tmp_path):
                     "model = dict(backbone=dict(type='ResNet', depth=18))\n")
     with pytest.raises(ValueError, match='model.backbone.init_cfg.checkpoint'):
         merge_cfg_options(Config.fromfile(path), {'checkpoint': 'b.pth'})
+
+
+def test_shipped_mask_rcnn_train_pipeline_runs():
+    """The multi-scale pipeline as shipped (the training tests use a small fixed size)."""
+    from mmdet.registry import DATASETS
+    cfg = load('det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_1x_coco.py')
+    dataset_cfg = cfg.train_dataloader.dataset
+    dataset_cfg.data_root = str(DATA_ABS / 'coco-tiny') + '/'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(dataset_cfg)
+    sample = dataset[0]
+    height, width = sample['inputs'].shape[-2:]
+    assert 640 <= min(height, width) <= 800 or max(height, width) == 1333
+    assert len(sample['data_samples'].gt_instances.masks) > 0
+
+
+def test_shipped_upernet_train_pipeline_runs():
+    from mmseg.registry import DATASETS
+    cfg = load('seg/upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py')
+    dataset_cfg = cfg.train_dataloader.dataset
+    dataset_cfg.data_root = str(DATA_ABS / 'ade20k-sample' / 'ADEChallengeData2016')
+    dataset_cfg.data_prefix = dict(img_path='images/validation',
+                                   seg_map_path='annotations/validation')
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = DATASETS.build(dataset_cfg)
+    sample = dataset[0]
+    size = tuple(sample['inputs'].shape[-2:])  # the model's data_preprocessor pads to 512
+    assert max(size) <= 512 and cfg.crop_size == (512, 512)
+    assert tuple(sample['data_samples'].gt_sem_seg.data.shape[-2:]) == size
