@@ -75,18 +75,18 @@ def _launcher_env(launcher: str) -> dict[str, str]:
     env = os.environ
     if launcher == 'pytorch':  # torchrun sets them all
         return {}
+    port = env.get('MASTER_PORT', '29500')  # as mmengine: a port already set is kept
     if launcher == 'slurm':
         first_node = subprocess.getoutput(
             f'scontrol show hostname {env["SLURM_NODELIST"]} | head -n1')
         return dict(RANK=env['SLURM_PROCID'], WORLD_SIZE=env['SLURM_NTASKS'],
                     LOCAL_RANK=env.get('SLURM_LOCALID', '0'), MASTER_ADDR=first_node,
-                    MASTER_PORT=env.get('MASTER_PORT', '29500'))
+                    MASTER_PORT=port)
     if launcher == 'mpi':
         if 'MASTER_ADDR' not in env:
             raise KeyError('The environment variable MASTER_ADDR is not set')
         return dict(RANK=env['OMPI_COMM_WORLD_RANK'], WORLD_SIZE=env['OMPI_COMM_WORLD_SIZE'],
-                    LOCAL_RANK=env['OMPI_COMM_WORLD_LOCAL_RANK'],
-                    MASTER_PORT=env.get('MASTER_PORT', '29500'))
+                    LOCAL_RANK=env['OMPI_COMM_WORLD_LOCAL_RANK'], MASTER_PORT=port)
     raise ValueError(f'No process group for launcher {launcher!r}')
 
 

@@ -75,10 +75,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='override config settings, key=value')
     parser.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
-    compiled = args.device == 'cuda' if args.compile is None else args.compile
+    if args.compile is None:  # the default: compiled on CUDA only
+        args.compile = args.device == 'cuda'
     for option, value in (('--compile-mode', args.compile_mode),
                           ('--compile-teacher', args.compile_teacher)):
-        if value and not compiled:
+        if value and not args.compile:
             parser.error(f'{option} needs the compiled step: add --compile (the default on '
                          'CUDA only)')
     return args
@@ -386,9 +387,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
                   paramwise_cfg=paramwise_cfg.to_dict() if paramwise_cfg else None,
                   clip_grad=clip_grad.to_dict() if clip_grad else None)
 
-    compiled = on_cuda if args.compile is None else args.compile
     hgkd, model, optimizer, compile_info = warm_up_hgkd(
-        bench, hgkd_model_cfg(cfg, args), compiled, args.warmup, args.seed, args.compile_mode)
+        bench, hgkd_model_cfg(cfg, args), args.compile, args.warmup, args.seed,
+        args.compile_mode)
     hgkd_rss_mib = peak_rss_mib()  # before the composition exists
     steps = [hgkd]
     spark_depth = args.spark_depth or model.backbone.depth
