@@ -73,4 +73,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
 custom_hooks = [dict(type='RNGStateHook')]
+# fixed 224 px input: let cuDNN pick its fastest convolutions, as the speed benchmark does
+# (tools/analysis_tools/benchmark_pretrain.py; mmpretrain's default runtime leaves it off)
+env_cfg = dict(cudnn_benchmark=True)
 randomness = dict(seed=0, diff_rank_seed=True)
