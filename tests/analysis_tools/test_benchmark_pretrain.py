@@ -112,3 +112,77 @@ def test_gpu_bench_rejects_bad_settings_before_installing(tmp_path, settings, me
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / 'out').exists()
+
+
+FAKE_BENCHMARK = """
+import argparse, json, sys
+parser = argparse.ArgumentParser()
+parser.add_argument('config')
+parser.add_argument('--out')
+parser.add_argument('--profile')
+parser.add_argument('--no-compile', action='store_true')
+parser.add_argument('--channels-last', action='store_true')
+parser.add_argument('--compile-teacher', action='store_true')
+parser.add_argument('--compile-mode')
+parser.add_argument('--norm-impl', default='torch')
+args, _ = parser.parse_known_args()
+with open({template!r}) as f:
+    result = json.load(f)
+result.update(channels_last=args.channels_last, norm_impl=args.norm_impl, compile=dict(
+    requested=not args.no_compile, used=not args.no_compile, mode=args.compile_mode,
+    teacher=args.compile_teacher, error=None))
+with open(args.out, 'w') as f:
+    json.dump(result, f)
+"""
+
+
+def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_path):
+    """The script's plumbing, with a stand-in python: each run name reaches the benchmark
+    with its options and the shared ones, and the rows printed at the end say so."""
+    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
+    template = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27', 'run2_compiled.json')
+    fake = tmp_path / 'fake_benchmark.py'
+    fake.write_text(FAKE_BENCHMARK.format(template=template))
+    log = tmp_path / 'calls.log'
+    stand_in = tmp_path / 'python'
+    stand_in.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {log}
+case "$1" in
+  tools/analysis_tools/benchmark_pretrain.py) shift; exec {sys.executable} {fake} "$@" ;;
+  tools/analysis_tools/bench_table.py) exec {sys.executable} "$@" ;;
+esac
+""")
+    stand_in.chmod(0o755)
+    out = tmp_path / 'out'
+    runs = ('triton_check eager eager_triton eager_triton_cl compiled compiled_cudagraphs '
+            'compiled_combo')
+    env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
+               WARMUP='2')
+    result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    calls = [line.split() for line in log.read_text().splitlines()
+             if 'benchmark_pretrain.py' in line]
+    assert len(calls) == 6
+    for name, call in zip(runs.split()[1:], calls):
+        assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
+        text = ' '.join(call)
+        assert ('--device cuda --amp --compare-spark --batch-size 128 --iters 7 --warmup 2 '
+                f'--out {out}/{name}.json --profile {out}/{name}.profile.txt') in text
+    assert any('triton_norm_check.py cuda' in line for line in log.read_text().splitlines())
+
+    table = (out / 'table.md').read_text()
+    assert table in result.stdout
+    rows = {line.split('|')[1].strip(): line.split('|')[3].strip()
+            for line in table.splitlines()[2:]}
+    prefix = 'batch 128, bf16, '
+    assert rows == {
+        'eager': prefix + 'eager, norm torch, ForeachLamb',
+        'eager_triton': prefix + 'eager, norm triton, ForeachLamb',
+        'eager_triton_cl': prefix + 'eager, norm triton, channels_last, ForeachLamb',
+        'compiled': prefix + 'compiled, norm torch, ForeachLamb',
+        'compiled_cudagraphs': prefix + 'compiled (reduce-overhead), norm torch, ForeachLamb',
+        'compiled_combo': prefix + 'compiled, teacher compiled, norm torch, channels_last, '
+                                   'ForeachLamb',
+    }

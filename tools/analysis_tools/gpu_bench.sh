@@ -8,7 +8,10 @@
 # Each compiled run compiles ResNet-50's step again (a minute or more): with a 10-minute
 # limit per call, split the default list, e.g.
 #   ITERS=10 WARMUP=3 RUNS="triton_check eager eager_triton eager_channels_last eager_triton_cl"
-#   ITERS=10 WARMUP=3 RUNS="compiled channels_last compiled_cudagraphs compiled_teacher"
+#   ITERS=10 WARMUP=3 RUNS="compiled channels_last compiled_cudagraphs compiled_teacher compiled_combo"
+# (compiled_combo last: if the call runs out of time, the runs before it are in $OUT).
+# At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
+# docs/benchmarks.md, with each profiled run's top ops.
 #
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
 # ITERS (20), WARMUP (5), OUT, PROFILE (1: each run also writes a torch.profiler op table,
@@ -25,9 +28,9 @@ WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
 RUNS=${RUNS:-triton_check eager eager_triton eager_channels_last eager_triton_cl compiled \
-channels_last compiled_cudagraphs compiled_teacher}
+channels_last compiled_cudagraphs compiled_teacher compiled_combo}
 KNOWN_RUNS=" triton_check compiled eager eager_triton eager_channels_last eager_triton_cl \
-channels_last compiled_cudagraphs compiled_teacher compiled_autotune compiled_lamb \
+channels_last compiled_cudagraphs compiled_teacher compiled_combo compiled_autotune compiled_lamb \
 compiled_adamw teacher_masked spconv_eager "
 if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
   echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
@@ -76,6 +79,8 @@ for name in $RUNS; do
     eager_triton_cl) run eager_triton_cl --no-compile --norm-impl triton --channels-last ;;
     compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;
     compiled_teacher) run compiled_teacher --compile-teacher ;;
+    compiled_combo)  # the two low-risk compiled options together
+      run compiled_combo --channels-last --compile-teacher ;;
     compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes
       run compiled_autotune --compile-mode max-autotune-no-cudagraphs ;;
     compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
@@ -94,3 +99,8 @@ for name in $RUNS; do
   esac
 done
 echo "results in $OUT"
+jsons=()
+for name in $RUNS; do [[ -f "$OUT/$name.json" ]] && jsons+=("$OUT/$name.json"); done
+if (( ${#jsons[@]} )); then
+  "$PY" tools/analysis_tools/bench_table.py --top 12 "${jsons[@]}" | tee "$OUT/table.md"
+fi

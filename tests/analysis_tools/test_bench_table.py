@@ -1,0 +1,93 @@
+"""tools/analysis_tools/bench_table.py: the committed H100 and CPU results give the rows
+that docs/benchmarks.md shows; bad input names the file."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(ROOT, 'tools', 'analysis_tools', 'bench_table.py')
+H100 = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27')
+CPU = os.path.join(ROOT, 'docs', 'bench', 'cpu-2026-11-27', 'hgkd_r50_b8_t1.json')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('bench_table', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cells(line):
+    return [cell.strip() for cell in line.strip('|').split('|')]
+
+
+def test_rows_match_the_documented_h100_and_cpu_results(tool, capsys):
+    text = tool.main([H100, CPU])
+    assert capsys.readouterr().out.strip() == text
+    rows = {cells(line)[0]: cells(line) for line in text.splitlines()[2:]}
+    assert len(rows) == 8  # 7 H100 runs + the CPU run
+
+    compiled = rows['run2_compiled']
+    assert compiled[1] == 'NVIDIA H100 80GB HBM3'
+    assert compiled[2] == 'batch 128, bf16, compiled, norm torch, ForeachLamb'
+    assert compiled[3:] == ['49.3 / 2,597', '2,934', '214.9 / 596, 9,859', '4.36x', '0.30']
+    assert rows['run2_eager'][2:4] == ['batch 128, bf16, eager, norm torch, ForeachLamb',
+                                       '140.4 / 912']
+    assert 'backend spconv' in rows['run2_spconv_eager'][2]
+    assert 'teacher masked' in rows['run1_lamb_teacher_masked'][2]
+    assert rows['run2_compiled_adamw'][2].endswith('AdamW (fused)')
+    cpu = rows['hgkd_r50_b8_t1']
+    assert cpu[3:] == ['9,819.2 / 0.81', '2,360', '15,675.9 / 0.51, n/a',
+                       '1.60x (1.60x by CPU time)', 'n/a']
+
+    # the same figures as the tables of docs/benchmarks.md
+    with open(os.path.join(ROOT, 'docs', 'benchmarks.md')) as f:
+        docs = f.read()
+    for name in ('run1_lamb_compiled', 'run2_eager', 'run2_compiled_adamw', 'run1_lamb_eager'):
+        speed, peak, composition, ratio = rows[name][3:7]
+        assert f'| {speed} | {peak} | {composition} | {ratio} |' in docs, name
+
+
+def test_settings_of_the_new_options_and_profile(tool, tmp_path):
+    with open(os.path.join(H100, 'run2_compiled.json')) as f:
+        result = json.load(f)
+    result.update(channels_last=True, norm_impl='triton',
+                  compile=dict(requested=True, used=True, mode='reduce-overhead',
+                               teacher=True, error=None),
+                  profile=dict(total_ms_per_step=48.0, sort_by='self_device_time_total',
+                               top=[dict(name='aten::convolution', calls_per_step=53,
+                                         ms_per_step=20.5)]))
+    path = tmp_path / 'combo.json'
+    path.write_text(json.dumps(result))
+    text = tool.main([str(path), '--top', '5'])
+    assert cells(text.splitlines()[2])[2] == (
+        'batch 128, bf16, compiled (reduce-overhead), teacher compiled, norm triton, '
+        'channels_last, ForeachLamb')
+    assert text.splitlines()[-2:] == [
+        'combo: 48.0 ms per step by self_device_time_total',
+        '     20.50 ms      53 calls  aten::convolution']
+
+    result['compile'] = dict(requested=True, used=False, error='RuntimeError: boom')
+    del result['composition'], result['ratio_img_per_s'], result['memory_ratio']
+    path.write_text(json.dumps(result))
+    line = cells(tool.main([str(path)]).splitlines()[2])
+    assert 'eager (compile failed: RuntimeError: boom)' in line[2]
+    assert line[5:] == ['not run', 'n/a', 'n/a']
+
+
+def test_bad_input_names_the_file(tool, tmp_path):
+    with pytest.raises(SystemExit, match='no such file or folder: .*missing.json'):
+        tool.main([str(tmp_path / 'missing.json')])
+    with pytest.raises(SystemExit, match='no JSON files'):
+        tool.main([str(tmp_path)])
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"hgkd": {}}')
+    with pytest.raises(SystemExit, match=r'bad.json is not a benchmark_pretrain.py result'):
+        tool.main([str(bad)])
+    bad.write_text('not json')
+    with pytest.raises(SystemExit, match=r'bad.json is not a benchmark_pretrain.py result'):
+        tool.main([str(bad)])
