@@ -58,6 +58,8 @@ def test_settings_of_the_new_options_and_profile(tool, tmp_path):
     result.update(channels_last=True, norm_impl='triton',
                   compile=dict(requested=True, used=True, mode='reduce-overhead',
                                teacher=True, error=None),
+                  breakdown=dict(teacher_forward_ms=15.25, student_forward_backward_ms=30.0,
+                                 clip_and_optimizer_ms=4.0, sum_ms=49.25, iters=10),
                   profile=dict(total_ms_per_step=48.0, sort_by='self_device_time_total',
                                top=[dict(name='aten::convolution', calls_per_step=53,
                                          ms_per_step=20.5)]))
@@ -67,7 +69,9 @@ def test_settings_of_the_new_options_and_profile(tool, tmp_path):
     assert cells(text.splitlines()[2])[2] == (
         'batch 128, bf16, compiled (reduce-overhead), teacher compiled, norm triton, '
         'channels_last, ForeachLamb')
-    assert text.splitlines()[-2:] == [
+    assert text.splitlines()[-3:] == [
+        'combo: teacher forward 15.2 ms, student forward + backward 30.0 ms, clip + optimizer '
+        '4.0 ms, timed alone (sum 49.2; step 49.3)',
         'combo: 48.0 ms per step by self_device_time_total',
         '     20.50 ms      53 calls  aten::convolution']
 

@@ -85,6 +85,43 @@ def test_compile_options_are_checked(tool, tmp_path, capsys, options, named):
     assert named in capsys.readouterr().err
 
 
+def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
+    """--breakdown runs each part (teacher forward, student forward + backward, clip +
+    optimizer) iters + 1 times on its own and reports positive medians."""
+    calls = dict(teacher=0, student=0, step=0)
+    real_breakdown = tool.breakdown
+
+    def counting_breakdown(model, optimizer, bench, iters):
+        teacher, student, step = model._teacher_step, model._student_step, optimizer.step
+
+        def count(name, function):
+            def counted(*args, **kwargs):
+                calls[name] += 1
+                return function(*args, **kwargs)
+            return counted
+
+        model._teacher_step = count('teacher', teacher)
+        model._student_step = count('student', student)
+        monkeypatch.setattr(optimizer, 'step', count('step', step))
+        result = real_breakdown(model, optimizer, bench, iters)
+        assert all(p.grad is None for p in model.parameters())  # left as a step leaves them
+        return result
+
+    monkeypatch.setattr(tool, 'breakdown', counting_breakdown)
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / 'result.json'
+    result = tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '3',
+                        '--warmup', '1', '--threads', '1', '--breakdown', '--out', str(out)])
+    assert calls == dict(teacher=1 + 4, student=4, step=4)  # tokens once, then 3 + 1 each
+    parts = json.loads(out.read_text())['breakdown']
+    assert parts == result['breakdown'] and parts['iters'] == 3
+    names = ('teacher_forward_ms', 'student_forward_backward_ms', 'clip_and_optimizer_ms')
+    assert all(parts[name] > 0 for name in names)
+    assert parts['sum_ms'] == pytest.approx(sum(parts[name] for name in names))
+    assert 'H-GKD parts alone (ms): teacher forward' in capsys.readouterr().out
+
+
 def test_profile_writes_the_op_table(tool, tmp_path):
     config = tmp_path / 'tiny.py'
     config.write_text(TINY_CONFIG)
@@ -168,7 +205,8 @@ esac
     for name, call in zip(runs.split()[1:], calls):
         assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
         text = ' '.join(call)
-        assert ('--device cuda --amp --compare-spark --batch-size 128 --iters 7 --warmup 2 '
+        assert ('--device cuda --amp --compare-spark --breakdown --batch-size 128 --iters 7 '
+                '--warmup 2 '
                 f'--out {out}/{name}.json --profile {out}/{name}.profile.txt') in text
     assert any('triton_norm_check.py cuda' in line for line in log.read_text().splitlines())
 

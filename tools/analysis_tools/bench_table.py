@@ -5,7 +5,7 @@
 
 One row per run: its settings, the H-GKD step and the composition measured in the same
 run, and their ratios. With ``--top N``, the N ops with the most device (CPU) time of the
-runs that were profiled follow.
+runs that were profiled follow; runs with ``--breakdown`` get a line with their parts.
 """
 import argparse
 import json
@@ -66,6 +66,17 @@ def row(name: str, result: dict) -> str:
     return '| ' + ' | '.join(cells) + ' |'
 
 
+def parts(name: str, result: dict) -> List[str]:
+    """The ``--breakdown`` line of a run, if it has one."""
+    times = result.get('breakdown')
+    if not times:
+        return []
+    return [f"{name}: teacher forward {times['teacher_forward_ms']:.1f} ms, student forward + "
+            f"backward {times['student_forward_backward_ms']:.1f} ms, clip + optimizer "
+            f"{times['clip_and_optimizer_ms']:.1f} ms, timed alone (sum {times['sum_ms']:.1f}; "
+            f"step {result['hgkd']['ms_median']:.1f})"]
+
+
 def top_ops(name: str, result: dict, top: int) -> List[str]:
     profile = result.get('profile')
     if not profile:
@@ -97,7 +108,7 @@ def main(argv=None) -> str:
     parser.add_argument('--top', type=int, default=0, metavar='N',
                         help='also list the N most expensive ops of profiled runs')
     args = parser.parse_args(argv)
-    lines, ops = [HEADER], []
+    lines, notes = [HEADER], []
     for path in json_files(args.paths):
         try:
             result = json.loads(path.read_text())
@@ -105,8 +116,9 @@ def main(argv=None) -> str:
         except (ValueError, KeyError, TypeError) as error:
             raise SystemExit(f'bench_table: {path} is not a benchmark_pretrain.py result '
                              f'({type(error).__name__}: {error})')
-        ops += top_ops(path.stem, result, args.top) if args.top else []
-    text = '\n'.join(lines + ([''] + ops if ops else []))
+        notes += parts(path.stem, result)
+        notes += top_ops(path.stem, result, args.top) if args.top else []
+    text = '\n'.join(lines + ([''] + notes if notes else []))
     print(text)
     return text
 

@@ -61,6 +61,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--profile', metavar='FILE',
                         help='after timing, profile 3 H-GKD steps with torch.profiler and '
                         'write the op table here (the top ops also go into the JSON)')
+    parser.add_argument('--breakdown', action='store_true',
+                        help="after timing, also time the H-GKD step's parts alone: teacher "
+                        'forward, student forward + backward, clip + optimizer step')
     parser.add_argument('--compare-spark', action='store_true',
                         help='also time mmpretrain SparK step + teacher forward')
     parser.add_argument('--spark-depth', type=int,
@@ -245,6 +248,17 @@ class Step:
         return result
 
 
+def total_loss(losses: Dict[str, torch.Tensor]) -> torch.Tensor:
+    return sum(v for k, v in losses.items() if 'loss' in k)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: List[nn.Parameter],
+                  clip_grad: Optional[dict]) -> None:
+    if clip_grad:
+        nn.utils.clip_grad_norm_(params, **clip_grad)
+    optimizer.step()
+
+
 def training_step(loss_fn: Callable[[], Dict[str, torch.Tensor]],
                   optimizer: torch.optim.Optimizer, params: List[nn.Parameter],
                   autocast: Callable[[], torch.autocast],
@@ -253,11 +267,9 @@ def training_step(loss_fn: Callable[[], Dict[str, torch.Tensor]],
 
     def run() -> None:
         with autocast():
-            loss = sum(v for k, v in loss_fn().items() if 'loss' in k)
+            loss = total_loss(loss_fn())
         loss.backward()
-        if clip_grad:
-            nn.utils.clip_grad_norm_(params, **clip_grad)
-        optimizer.step()
+        clip_and_step(optimizer, params, clip_grad)
         optimizer.zero_grad(set_to_none=True)
 
     return run
@@ -419,6 +431,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                  'value is taken before the composition was built')
     if args.compare_spark:
         add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
+    if args.breakdown:
+        result['breakdown'] = breakdown(model, optimizer, bench, args.iters)
     if args.profile:
         result['profile'] = profile_steps(hgkd, device, args.profile)
     print_table(result)
@@ -426,6 +440,41 @@ def main(argv: Optional[List[str]] = None) -> dict:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
+    return result
+
+
+def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
+              iters: int) -> dict:
+    """Median ms of the H-GKD step's parts, each timed alone after one untimed run: the
+    teacher forward, the student's forward + backward on the teacher's tokens (compiled or
+    eager as in the step), and clip + optimizer step. Timed apart, the parts do not
+    overlap, so their sum can exceed the step's time."""
+    inputs, mask = bench.inputs, model.mask(bench.inputs)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def teacher():
+        with bench.autocast():
+            return model._teacher_step(inputs, mask)
+
+    tokens = teacher()
+
+    def student():
+        optimizer.zero_grad(set_to_none=True)  # as in the step: gradients start empty
+        with bench.autocast():
+            loss = total_loss(model._student_step(inputs, mask, tokens))
+        loss.backward()
+
+    parts = dict(teacher_forward=teacher, student_forward_backward=student,
+                 clip_and_optimizer=lambda: clip_and_step(optimizer, params, bench.clip_grad))
+    result = {}
+    for name, run in parts.items():  # the optimizer part uses the student's gradients
+        step = Step(name, run, lambda: 0)
+        for _ in range(iters + 1):
+            step.timed(bench.device)
+        result[f'{name}_ms'] = statistics.median(step.times_ms[1:])
+    result['sum_ms'] = sum(result.values())
+    result['iters'] = iters
+    optimizer.zero_grad(set_to_none=True)
     return result
 
 
@@ -497,6 +546,12 @@ def print_table(result: dict) -> None:
         print(f"{name:16s} {row['ms_median']:12.1f} {row['img_per_s']:8.2f} "
               f"{'-' if cpu_ms is None else format(cpu_ms, '.1f'):>10s} "
               f"{'-' if memory is None else format(memory, '.0f'):>13s}")
+    if 'breakdown' in result:
+        parts = result['breakdown']
+        print(f"H-GKD parts alone (ms): teacher forward {parts['teacher_forward_ms']:.1f}, "
+              f"student forward + backward {parts['student_forward_backward_ms']:.1f}, "
+              f"clip + optimizer {parts['clip_and_optimizer_ms']:.1f} "
+              f"(sum {parts['sum_ms']:.1f})")
     if 'ratio_img_per_s' in result:
         ratios = [f"{result['ratio_img_per_s']:.2f}x img/s"]
         if result.get('ratio_cpu_time'):

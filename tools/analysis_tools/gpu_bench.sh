@@ -63,7 +63,7 @@ run() {  # name, extra options
   local profile=()
   [[ "$PROFILE" == 1 ]] && profile=(--profile "$OUT/$name.profile.txt")
   "$PY" tools/analysis_tools/benchmark_pretrain.py "$CONFIG" --device cuda --amp \
-    --compare-spark --batch-size "$BATCH" --iters "$ITERS" --warmup "$WARMUP" \
+    --compare-spark --breakdown --batch-size "$BATCH" --iters "$ITERS" --warmup "$WARMUP" \
     --out "$OUT/$name.json" "${profile[@]}" "$@" 2>&1 | tee "$OUT/$name.log"
 }
 
