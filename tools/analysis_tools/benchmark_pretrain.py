@@ -456,7 +456,8 @@ def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
         with bench.autocast():
             return model._teacher_step(inputs, mask)
 
-    tokens = teacher()
+    # a copy: with CUDA graphs, later teacher runs would overwrite the graph's output
+    tokens = [t.clone() for t in teacher()]
 
     def student():
         optimizer.zero_grad(set_to_none=True)  # as in the step: gradients start empty
