@@ -66,7 +66,7 @@ def row(name: str, result: dict) -> str:
     return '| ' + ' | '.join(cells) + ' |'
 
 
-def parts(name: str, result: dict) -> List[str]:
+def breakdown_lines(name: str, result: dict) -> List[str]:
     """The ``--breakdown`` line of a run, if it has one."""
     times = result.get('breakdown')
     if not times:
@@ -116,7 +116,7 @@ def main(argv=None) -> str:
         except (ValueError, KeyError, TypeError) as error:
             raise SystemExit(f'bench_table: {path} is not a benchmark_pretrain.py result '
                              f'({type(error).__name__}: {error})')
-        notes += parts(path.stem, result)
+        notes += breakdown_lines(path.stem, result)
         notes += top_ops(path.stem, result, args.top) if args.top else []
     text = '\n'.join(lines + ([''] + notes if notes else []))
     print(text)
