@@ -53,6 +53,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.out and cfg.get('default_scope') == 'mmseg':
         cfg.test_evaluator.update(output_dir=args.out, keep_results=True)
+    logger = cfg.get('default_hooks', {}).get('logger')
+    if logger is not None and logger.get('type') in ('LoggerHook', 'mmengine.LoggerHook'):
+        # every rank of mmengine's LoggerHook writes the metrics JSON (hgkd_mm/engine/hooks.py)
+        logger.type = 'RankZeroLoggerHook'
     return cfg
 
 

@@ -1,9 +1,9 @@
 """Runner pieces: hooks, a multi-tensor LAMB, an optimizer constructor."""
-from .hooks import RNGStateHook, get_rng_states, set_rng_states
+from .hooks import RankZeroLoggerHook, RNGStateHook, get_rng_states, set_rng_states
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
 from .optimizers import ForeachLamb
 
 __all__ = [
-    'ForeachLamb', 'FrozenAwareOptimWrapperConstructor', 'RNGStateHook', 'get_rng_states',
-    'set_rng_states'
+    'ForeachLamb', 'FrozenAwareOptimWrapperConstructor', 'RankZeroLoggerHook', 'RNGStateHook',
+    'get_rng_states', 'set_rng_states'
 ]

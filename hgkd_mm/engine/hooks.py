@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook, LoggerHook
 from mmengine.registry import HOOKS
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 
@@ -73,3 +74,18 @@ class RNGStateHook(Hook):
         if self._loaded_states is not None:
             set_rng_states(self._loaded_states)
             self._loaded_states = None
+
+
+@HOOKS.register_module()
+class RankZeroLoggerHook(LoggerHook):
+    """mmengine's ``LoggerHook`` whose test metrics file is written by the main process only.
+
+    In mmengine 0.10.7 ``LoggerHook.after_test_epoch`` runs on every rank, and each rank
+    writes ``<work_dir>/<timestamp>/<timestamp>.json`` (same name: the timestamp is
+    broadcast) in ``'w'`` mode: with several processes the writes can interleave into a
+    file that is not JSON. ``tools/test.py`` uses this hook in place of ``LoggerHook``.
+    """
+
+    def after_test_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        if is_main_process():
+            super().after_test_epoch(runner, metrics)

@@ -65,6 +65,16 @@ def test_test_checkpoint_and_show_dir(monkeypatch, config):
     assert cfg.default_hooks.visualization.enable and cfg.default_hooks.visualization.out_dir == 'vis'
 
 
+def test_test_writes_metrics_json_on_the_main_process_only(monkeypatch, config):
+    test = load_tool('test')
+    cfg = test.merge_args(Config.fromfile(config), parse(test, monkeypatch, [config, 'c.pth']))
+    assert cfg.default_hooks.logger == dict(type='RankZeroLoggerHook', interval=1)
+    cfg = Config.fromfile(config)
+    cfg.default_hooks.logger.type = 'MyLoggerHook'  # a custom hook is left alone
+    cfg = test.merge_args(cfg, parse(test, monkeypatch, [config, 'c.pth']))
+    assert cfg.default_hooks.logger.type == 'MyLoggerHook'
+
+
 @pytest.mark.parametrize('tool_name', ['train', 'test'])
 def test_checkpoint_option_reaches_pretrained_init_cfg(monkeypatch, tmp_path, tool_name):
     tool = load_tool(tool_name)
