@@ -83,6 +83,12 @@ def test_settings_of_the_new_options_and_profile(tool, tmp_path):
     assert line[5:] == ['not run', 'n/a', 'n/a']
 
 
+def test_negative_top_is_refused(tool, capsys):
+    with pytest.raises(SystemExit):
+        tool.main([H100, '--top', '-1'])
+    assert '--top must be 0 or more, got -1' in capsys.readouterr().err
+
+
 def test_bad_input_names_the_file(tool, tmp_path):
     with pytest.raises(SystemExit, match='no such file or folder: .*missing.json'):
         tool.main([str(tmp_path / 'missing.json')])

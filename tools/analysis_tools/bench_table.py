@@ -108,6 +108,8 @@ def main(argv=None) -> str:
     parser.add_argument('--top', type=int, default=0, metavar='N',
                         help='also list the N most expensive ops of profiled runs')
     args = parser.parse_args(argv)
+    if args.top < 0:
+        parser.error(f'--top must be 0 or more, got {args.top}')
     lines, notes = [HEADER], []
     for path in json_files(args.paths):
         try:
