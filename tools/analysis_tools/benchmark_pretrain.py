@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import json
 import os
 import platform
 import resource
@@ -33,18 +32,23 @@ from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
+from hgkd_mm.utils.cli import dump_json, non_negative_int, positive_int
+
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
 MIB = 2**20
+SPARK_DEPTHS = (18, 34, 50, 101, 152)
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='H-GKD pretraining config')
-    parser.add_argument('--batch-size', type=int, default=8)
-    parser.add_argument('--img-size', type=int, help="default: the config's crop size")
-    parser.add_argument('--iters', type=int, default=10, help='timed steps (median)')
-    parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
+    parser.add_argument('--batch-size', type=positive_int, default=8)
+    parser.add_argument('--img-size', type=positive_int,
+                        help="default: the config's crop size; a multiple of 32")
+    parser.add_argument('--iters', type=positive_int, default=10, help='timed steps (median)')
+    parser.add_argument('--warmup', type=non_negative_int, default=3,
+                        help='untimed steps first')
     parser.add_argument('--device', choices=['cpu', 'cuda'],
                         default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=None,
@@ -66,18 +70,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'forward, student forward + backward, clip + optimizer step')
     parser.add_argument('--compare-spark', action='store_true',
                         help='also time mmpretrain SparK step + teacher forward')
-    parser.add_argument('--spark-depth', type=int,
+    parser.add_argument('--spark-depth', type=int, choices=SPARK_DEPTHS,
                         help="SparK ResNet depth (default: the student's depth)")
     parser.add_argument('--backend', choices=['masked', 'spconv'], help='student backend')
     parser.add_argument('--teacher-input-mode', choices=['full', 'masked'])
     parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                         help='student in channels-last memory format')
-    parser.add_argument('--threads', type=int, help='torch CPU threads')
+    parser.add_argument('--threads', type=positive_int, help='torch CPU threads')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: this torch sees no CUDA device')
+    if args.img_size is not None and args.img_size % 32:
+        parser.error(f'--img-size must be a multiple of 32 (the student stride), got '
+                     f'{args.img_size}')
     if args.compile is None:  # the default: compiled on CUDA only
         args.compile = args.device == 'cuda'
     for option, value in (('--compile-mode', args.compile_mode),
@@ -437,9 +446,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         result['profile'] = profile_steps(hgkd, device, args.profile)
     print_table(result)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
+        dump_json(args.out, result)
     return result
 
 

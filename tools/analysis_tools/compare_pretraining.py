@@ -70,6 +70,7 @@ from mmengine.config import Config
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 import probe  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, non_negative_int, positive_int  # noqa: E402
 
 DATA = osp.normpath(osp.join(ROOT, '..', 'shared', 'data'))
 POOL_SOURCES = ('imagenet-sample', 'caltech101/train')
@@ -253,8 +254,7 @@ def train(name: str, config: str, work_dir: str, epochs: int) -> dict:
         raise RuntimeError(f'stage {name} failed (exit {result.returncode}); end of {log}:\n'
                            f'{tail}')
     seconds = round(time.time() - start, 1)
-    with open(timing, 'w') as f:
-        json.dump(dict(seconds=seconds), f)
+    dump_json(timing, dict(seconds=seconds))
     print(f'[compare] {name}: done in {seconds:.0f} s', flush=True)
     return dict(checkpoint=checkpoint, seconds=seconds, skipped=False)
 
@@ -284,9 +284,7 @@ def run_probe(name: str, checkpoint: str, arch: str, args: argparse.Namespace, d
                             epochs=args.ft_epochs,
                             cache_dir=osp.join(args.work_dir, 'probe_cache'))
     result['settings'] = settings
-    os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out, 'w') as f:
-        json.dump(result, f, indent=2)
+    dump_json(out, result, indent=2)
     print(f"[compare] probe {name} ({mode}): top-1 {result['top1_mean']:.2f} "
           f"± {result['top1_std']:.2f} ({result['seconds']['total']:.0f} s)", flush=True)
     return result
@@ -343,23 +341,23 @@ def machine() -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'compare'))
-    parser.add_argument('--img-size', type=int, default=96,
+    parser.add_argument('--img-size', type=positive_int, default=96,
                         help='pre-training and probe size, a multiple of 32')
-    parser.add_argument('--mae-epochs', type=int, default=20)
-    parser.add_argument('--student-epochs', type=int, default=3,
+    parser.add_argument('--mae-epochs', type=positive_int, default=20)
+    parser.add_argument('--student-epochs', type=positive_int, default=3,
                         help='epochs of H-GKD and of SparK (same data and batch: same steps)')
-    parser.add_argument('--mae-batch-size', type=int, default=64)
-    parser.add_argument('--student-batch-size', type=int, default=32)
-    parser.add_argument('--workers', type=int, default=2, help='dataloader workers')
-    parser.add_argument('--pool-size', type=int,
+    parser.add_argument('--mae-batch-size', type=positive_int, default=64)
+    parser.add_argument('--student-batch-size', type=positive_int, default=32)
+    parser.add_argument('--workers', type=non_negative_int, default=2, help='dataloader workers')
+    parser.add_argument('--pool-size', type=positive_int,
                         help='use every ceil(6784/N)-th pool image only (at most N; quick runs)')
-    parser.add_argument('--probe-classes', type=int,
+    parser.add_argument('--probe-classes', type=positive_int,
                         help='probe on N evenly spaced caltech101 classes only (quick runs)')
-    parser.add_argument('--probe-per-class', type=int,
+    parser.add_argument('--probe-per-class', type=positive_int,
                         help='probe on the first N images of each class only (quick runs)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--finetune', action='store_true', help='also fine-tune each model')
-    parser.add_argument('--ft-epochs', type=int, default=2)
+    parser.add_argument('--ft-epochs', type=positive_int, default=2)
     parser.add_argument('--ft-seeds', type=int, nargs='+', help='fine-tune seeds '
                         '(default: the first two of --seeds)')
     parser.add_argument('--hgkd-options', nargs='+', default=[], metavar='KEY=VALUE',
@@ -391,8 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     pool, pool_images = write_pool(args.work_dir, args.pool_size)
     settings = dict({key: getattr(args, key) for key in SHARED_SETTINGS[:-1]},
                     pool_images=pool_images)
-    with open(osp.join(args.work_dir, 'settings.json'), 'w') as f:
-        json.dump(settings, f)
+    dump_json(osp.join(args.work_dir, 'settings.json'), settings)
     if args.reuse_from:
         reuse_stages(osp.abspath(args.reuse_from), args, settings)
     configs = write_configs(args, pool)
@@ -422,8 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         student_batch_size=args.student_batch_size,
         stage_seconds={name: stage['seconds'] for name, stage in stages.items()},
         rows=rows, table=table)
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    dump_json(osp.join(args.work_dir, 'results.json'), summary, indent=2)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(f'{table}\n\n`{command}`\n\n{summary["machine"]}; seeds {args.seeds}\n')
     print(table)

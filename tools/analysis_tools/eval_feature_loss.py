@@ -9,8 +9,6 @@ held-out (deterministic) pipeline. Every model sees the same masks (seeded).
 """
 import argparse
 import copy
-import json
-import os
 
 import torch
 from mmengine.config import Config
@@ -18,6 +16,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
 from hgkd_mm.utils import allow_mmengine_checkpoint_globals
+from hgkd_mm.utils.cli import dump_json
 
 
 def parse_args():
@@ -96,10 +95,8 @@ def main():
     for name, value in losses.items():
         print(f'  {name:<18} {value:.4f}')
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
-                           heldout_loss=losses), f, indent=2)
+        dump_json(args.out, dict(config=args.config, checkpoint=args.checkpoint,
+                                 seed=args.seed, heldout_loss=losses), indent=2)
 
 
 if __name__ == '__main__':

@@ -54,6 +54,7 @@ from PIL import Image
 from torch import Tensor
 
 import hgkd_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes for weights_only)
+from hgkd_mm.utils.cli import dump_json, open_fraction, positive_int
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -503,18 +504,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.set_defaults(mode='linear')
     parser.add_argument('--arch', default='resnet18',
                         help='resnet18, resnet50, ... or vit:<config.py | JSON | arch name>')
-    parser.add_argument('--img-size', type=int, default=128)
+    parser.add_argument('--img-size', type=positive_int, default=128)
     parser.add_argument('--test-dir', help='held-out image folder with the same classes')
-    parser.add_argument('--split', type=float, default=0.2,
+    parser.add_argument('--split', type=open_fraction, default=0.2,
                         help='held-out fraction of every class (without --test-dir)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
-    parser.add_argument('--epochs', type=int, default=5, help='fine-tune epochs')
+    parser.add_argument('--epochs', type=positive_int, default=5, help='fine-tune epochs')
     parser.add_argument('--lr', type=float, default=1e-3, help='fine-tune AdamW lr')
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--batch-size', type=positive_int, default=64)
     parser.add_argument('--cache-dir', help='cache decoded images and features here')
-    parser.add_argument('--device', help='cuda or cpu (default: cuda when available)')
+    parser.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda when available)')
     parser.add_argument('--out', help='write the results as JSON here')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.lr <= 0:
+        parser.error(f'--lr must be positive, got {args.lr}')
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            parser.error(f'--device must be cpu, cuda or cuda:N, got {args.device!r}')
+        if device.type not in ('cpu', 'cuda'):
+            parser.error(f'--device must be cpu, cuda or cuda:N, got {args.device!r}')
+        if device.type == 'cuda' and not torch.cuda.is_available():
+            parser.error(f'--device {args.device}: this torch sees no CUDA device')
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -524,9 +537,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                       args.cache_dir, args.batch_size, args.device)
     print(format_table([result]))
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        dump_json(args.out, result, indent=2)
     return result
 
 

@@ -1,0 +1,72 @@
+"""The analysis tools refuse bad numbers by option name, and their JSON outputs are
+never left half-written."""
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hgkd_mm.utils.cli import dump_json, non_negative_int, open_fraction, positive_int
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools'
+
+
+def load_tool(name: str):
+    sys.path.insert(0, str(TOOLS))  # compare_pretraining imports probe
+    try:
+        spec = importlib.util.spec_from_file_location(f'hgkd_cli_{name}', TOOLS / f'{name}.py')
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(TOOLS))
+    return module
+
+
+def test_value_types():
+    assert positive_int('3') == 3 and non_negative_int('0') == 0 and open_fraction('0.2') == 0.2
+    for parse, text in ((positive_int, '0'), (non_negative_int, '-1'), (open_fraction, '1'),
+                        (open_fraction, '0')):
+        with pytest.raises(Exception, match='got'):
+            parse(text)
+
+
+def test_dump_json_keeps_the_old_file_on_failure(tmp_path):
+    out = tmp_path / 'sub' / 'result.json'
+    dump_json(str(out), dict(a=1))
+    assert json.loads(out.read_text()) == dict(a=1)
+    with pytest.raises(TypeError):
+        dump_json(str(out), dict(a=object()))  # fails half-way through the write
+    assert json.loads(out.read_text()) == dict(a=1)
+    assert os.listdir(out.parent) == ['result.json']  # no temporary file left
+
+
+BAD_ARGS = {
+    'benchmark_pretrain': (['cfg.py'], [
+        ('--batch-size', '0'), ('--iters', '0'), ('--warmup', '-1'), ('--threads', '0'),
+        ('--img-size', '100'), ('--spark-depth', '7')]),
+    'probe': (['random', '--data', 'x'], [
+        ('--batch-size', '0'), ('--epochs', '0'), ('--split', '1.5'), ('--img-size', '-8'),
+        ('--lr', '0'), ('--device', 'tpu')]),
+    'compare_pretraining': ([], [
+        ('--student-epochs', '0'), ('--workers', '-1'), ('--mae-batch-size', '0'),
+        ('--probe-classes', '0')]),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_ARGS))
+def test_tools_name_the_bad_option(name, capsys):
+    tool = load_tool(name)
+    base, cases = BAD_ARGS[name]
+    if not torch.cuda.is_available():
+        cases = cases + [('--device', 'cuda')] if name != 'compare_pretraining' else cases
+    for option, value in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            tool.parse_args(base + [option, value])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert option in error, (option, value, error)
+    tool.parse_args(base)  # the defaults pass
