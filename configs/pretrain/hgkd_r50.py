@@ -53,6 +53,9 @@ optim_wrapper = dict(
     # mmengine's default constructor, without a warning per frozen teacher parameter
     constructor='FrozenAwareOptimWrapperConstructor',
     dtype='bfloat16',
+    # bf16 has float32's exponent range: no loss scaling, and no GradScaler reading its
+    # inf check back to the host inside every step (mmengine's default is 'dynamic')
+    loss_scale=dict(enabled=False),
     # mmpretrain's Lamb computed with multi-tensor ops (same update and checkpoints)
     optimizer=dict(type='ForeachLamb', lr=2e-4 * 4096 / 256, betas=(0.9, 0.95),
                    weight_decay=0.04),
@@ -72,7 +75,9 @@ auto_scale_lr = dict(base_batch_size=4096)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
-custom_hooks = [dict(type='RNGStateHook')]
+# DeferredGradNormHook: the clipped gradient norm is logged after the iteration, so the
+# step has no host sync between the backward pass and the optimizer (hgkd_mm/engine/hooks.py)
+custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook')]
 # fixed 224 px input: let cuDNN pick its fastest convolutions, as the speed benchmark does
 # (tools/analysis_tools/benchmark_pretrain.py; mmpretrain's default runtime leaves it off)
 env_cfg = dict(cudnn_benchmark=True)

@@ -1,9 +1,11 @@
 """Runner pieces: hooks, a multi-tensor LAMB, an optimizer constructor."""
-from .hooks import RankZeroLoggerHook, RNGStateHook, get_rng_states, set_rng_states
+from .hooks import (DeferredGradNormHook, RankZeroLoggerHook, RNGStateHook, get_rng_states,
+                    set_rng_states)
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
 from .optimizers import ForeachLamb
 
 __all__ = [
-    'ForeachLamb', 'FrozenAwareOptimWrapperConstructor', 'RankZeroLoggerHook', 'RNGStateHook',
+    'DeferredGradNormHook', 'ForeachLamb', 'FrozenAwareOptimWrapperConstructor',
+    'RankZeroLoggerHook', 'RNGStateHook',
     'get_rng_states', 'set_rng_states'
 ]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook, LoggerHook
+from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 
@@ -89,3 +90,43 @@ class RankZeroLoggerHook(LoggerHook):
     def after_test_epoch(self, runner, metrics: Optional[dict] = None) -> None:
         if is_main_process():
             super().after_test_epoch(runner, metrics)
+
+
+@HOOKS.register_module()
+@PRETRAIN_HOOKS.register_module()
+class DeferredGradNormHook(Hook):
+    """Log the clipped gradient norm after the iteration, not inside the optimizer step.
+
+    mmengine's ``OptimWrapper`` logs the norm returned by ``clip_grad_norm_`` with
+    ``float()`` between the backward pass and the optimizer step; on a GPU the host waits
+    there for the backward pass before it launches the optimizer. This hook keeps the norm
+    on the device during the step and logs it in ``after_train_iter``, after mmengine's
+    ``RuntimeInfoHook`` has read the losses (the iteration's own sync) and before
+    ``LoggerHook`` prints: the same ``train/grad_norm`` values. Wrappers without norm
+    clipping are left alone.
+    """
+
+    priority = 'NORMAL'  # after RuntimeInfoHook (VERY_HIGH), before LoggerHook (BELOW_NORMAL)
+
+    def __init__(self) -> None:
+        self._pending: dict = {}  # wrapper -> this iteration's norm (a device tensor)
+
+    def before_train(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        wrappers = wrapper.values() if isinstance(wrapper, OptimWrapperDict) else [wrapper]
+        for wrapper in wrappers:
+            if getattr(wrapper, 'grad_name', None) == 'grad_norm':
+                wrapper.clip_func = self._keep_norm(wrapper, wrapper.clip_func)
+
+    def _keep_norm(self, wrapper, clip):
+
+        def clip_grad_norm(params, **kwargs):
+            self._pending[wrapper] = clip(params, **kwargs).detach()
+            return None  # a returned norm is logged with float(): the sync this avoids
+
+        return clip_grad_norm
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for wrapper, norm in self._pending.items():
+            wrapper.message_hub.update_scalar(f'train/{wrapper.grad_name}', float(norm))
+        self._pending.clear()

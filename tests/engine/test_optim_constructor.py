@@ -32,6 +32,7 @@ def test_same_groups_as_mmengine_without_frozen_warnings(name, monkeypatch):
         cfg.model.head.target_dims = 192
         cfg.optim_wrapper.type = 'OptimWrapper'
         cfg.optim_wrapper.pop('dtype')
+        cfg.optim_wrapper.pop('loss_scale')
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg.model)
         wrapper_cfg = cfg.optim_wrapper.copy()

@@ -29,5 +29,5 @@ train_dataloader = dict(
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
     checkpoint=dict(type='CheckpointHook', interval=3, max_keep_ckpts=1))
-custom_hooks = [dict(type='RNGStateHook')]
+custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook')]
 randomness = dict(seed=0)

@@ -1,6 +1,7 @@
 """H-GKD through tools/train.py: the teacher loads from its checkpoint, the student's
 checkpoints hold no teacher weights, and resuming continues the run identically."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +38,11 @@ train_dataloader = dict(
         dict(type='LoadImageOrRaise'), dict(type='RandomResizedCrop', scale=64),
         dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]))
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=2)
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+                     clip_grad=dict(max_norm=1.0))
 default_hooks = dict(logger=dict(type='LoggerHook', interval=1),
                      checkpoint=dict(type='CheckpointHook', interval=1))
-custom_hooks = [dict(type='RNGStateHook')]
+custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook')]
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
 randomness = dict(seed=0)
@@ -70,7 +72,9 @@ def setup(tmp_path_factory):
     config = tmp / 'hgkd_tiny.py'
     config.write_text(CONFIG.format(arch=TINY_VIT, teacher=str(tmp / 'teacher.pth'),
                                     data=str(tmp / 'images')))
-    train(config, '--work-dir', tmp / 'full')
+    log = train(config, '--work-dir', tmp / 'full')
+    # DeferredGradNormHook: every logged iteration (interval 1, 2 per epoch) has its norm
+    assert len(re.findall(r'Epoch\(train\) +\[\d\]\[\d/2\].*grad_norm: \d', log)) == 4, log
     return tmp, config
 
 
