@@ -88,6 +88,7 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
         ctx.save_for_backward(x, mask, weight, mean, invstd, count)
         ctx.sync = sync
         ctx.mark_non_differentiable(mean, var, count)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for mean, var, count
         return out, mean, var, count
 
     @staticmethod

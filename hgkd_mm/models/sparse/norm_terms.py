@@ -7,7 +7,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 
-def _distributed(sync: bool) -> bool:
+def distributed_sync(sync: bool) -> bool:
+    """Whether a SyncBN (``sync``) has other processes to all-reduce with."""
     return sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -15,7 +16,7 @@ def stats_from_sums(total: Tensor, squares: Tensor, count: Tensor, sync: bool):
     """Mean and biased variance per channel (and the count) from the per-channel sum and
     sum of squares of the visible values and their count (1 element), all-reduced first
     when ``sync``: the three sums are all that crosses processes for SyncBN."""
-    if _distributed(sync):
+    if distributed_sync(sync):
         stats = torch.cat([total, squares, count])
         # differentiable all-reduce: the backward pass sums the gradients of all ranks
         stats = torch.distributed.nn.functional.all_reduce(stats)
@@ -48,7 +49,7 @@ def backward_terms(local: Tensor, mean: Tensor, invstd: Tensor, weight: Optional
         (``None, None`` without them).
     """
     total = local.clone()
-    if _distributed(sync):  # the input gradient needs the global sums
+    if distributed_sync(sync):  # the input gradient needs the global sums
         dist.all_reduce(total)
     sum_g, sum_gx = total
     gain = invstd if weight is None else invstd * weight

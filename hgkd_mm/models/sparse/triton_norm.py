@@ -1,4 +1,4 @@
-"""Masked BatchNorm (+ ReLU) in four Triton kernels: the eager fast path on a GPU.
+"""Masked BatchNorm (+ ReLU) in Triton kernels: the eager fast path on a GPU.
 
 The torch implementation (:mod:`.masked_ops`) reads or writes the full-size tensor 27
 times per norm and ReLU, forward and backward (17 reads, 10 writes); these kernels 8 times
@@ -9,19 +9,25 @@ times per norm and ReLU, forward and backward (17 reads, 10 writes); these kerne
 - backward: one reduction (``sum(g')``, ``sum(g' x)`` with ``g' = g * m * [pre-ReLU > 0]``)
   and one elementwise pass ``dx = (g' * gain + x * coef_x + coef_one) * m``.
 
-``x`` is the raw convolution output: its values at masked positions never matter. The
-statistics, SyncBN all-reduce and backward terms are those of the torch implementation,
-so both give the same numbers. Used for CUDA float16/bfloat16/float32 tensors in eager
-mode (under ``torch.compile`` the torch implementation is traced and fused instead); the
-kernels also run on the CPU under ``TRITON_INTERPRET=1`` (tests).
+Between them, one small kernel each way computes the per-channel terms from the partial
+sums (statistics, scale and shift; the input-gradient coefficients and the parameter
+gradients) with the formulas of :mod:`.norm_terms`: in eager mode the torch ops for them
+are 32 tiny kernel launches per norm. With SyncBN across processes the sums are
+all-reduced first, as in the torch implementation.
+
+``x`` is the raw convolution output: its values at masked positions never matter. Used
+for CUDA float16/bfloat16/float32 tensors in eager mode (under ``torch.compile`` the torch
+implementation is traced and fused instead); the kernels also run on the CPU under
+``TRITON_INTERPRET=1`` (tests).
 """
 import os
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from .norm_terms import backward_terms, scale_shift, stats_from_sums
+from .norm_terms import distributed_sync
 
 try:
     import triton
@@ -118,6 +124,77 @@ if triton is not None:
         tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=valid)
 
 
+    @triton.jit
+    def _row_sums(ptr, rows, C, channels, in_c, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+        """Sums over the rows of the partial sums ``(2, rows, C)`` at ``channels``."""
+        first = tl.zeros([BLOCK_C], tl.float32)
+        second = tl.zeros([BLOCK_C], tl.float32)
+        for start in range(0, rows, BLOCK_R):
+            r = start + tl.arange(0, BLOCK_R)
+            offsets = r[:, None] * C + channels[None, :]
+            valid = (r < rows)[:, None] & in_c[None, :]
+            first += tl.sum(tl.load(ptr + offsets, mask=valid, other=0.), axis=0)
+            second += tl.sum(tl.load(ptr + rows * C + offsets, mask=valid, other=0.), axis=0)
+        return first, second
+
+    @triton.jit
+    def _forward_terms_kernel(partial_ptr, rows, count_ptr, weight_ptr, bias_ptr, eps, C,
+                              mean_ptr, var_ptr, invstd_ptr, scale_ptr, shift_ptr,
+                              AFFINE: tl.constexpr, BLOCK_C: tl.constexpr,
+                              BLOCK_R: tl.constexpr):
+        """From the partial sums ``(2, rows, C)`` of ``x m`` and ``(x m)^2``: ``mean, var,
+        invstd, scale, shift`` per channel (``stats_from_sums`` and ``scale_shift``)."""
+        channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        in_c = channels < C
+        total, squares = _row_sums(partial_ptr, rows, C, channels, in_c, BLOCK_C, BLOCK_R)
+        count = tl.load(count_ptr)
+        mean = total / count
+        var = tl.maximum(squares / count - mean * mean, 0.)
+        invstd = 1. / tl.sqrt(var + eps)
+        scale = invstd
+        if AFFINE:
+            scale = invstd * tl.load(weight_ptr + channels, mask=in_c, other=0.).to(tl.float32)
+            shift = (tl.load(bias_ptr + channels, mask=in_c, other=0.).to(tl.float32)
+                     - mean * scale)
+        else:
+            shift = -mean * scale
+        tl.store(mean_ptr + channels, mean, mask=in_c)
+        tl.store(var_ptr + channels, var, mask=in_c)
+        tl.store(invstd_ptr + channels, invstd, mask=in_c)
+        tl.store(scale_ptr + channels, scale, mask=in_c)
+        tl.store(shift_ptr + channels, shift, mask=in_c)
+
+    @triton.jit
+    def _backward_terms_kernel(total_ptr, total_rows, local_ptr, local_rows, mean_ptr,
+                               invstd_ptr, weight_ptr, count_ptr, C, gain_ptr, coef_x_ptr,
+                               coef_one_ptr, grad_weight_ptr, grad_bias_ptr,
+                               AFFINE: tl.constexpr, BLOCK_C: tl.constexpr,
+                               BLOCK_R: tl.constexpr):
+        """From the partial sums ``(2, rows, C)`` of ``g'`` and ``g' x`` over all processes
+        (``total``) and this one (``local``): ``gain, coef_x, coef_one`` and, with
+        ``AFFINE``, the parameter gradients (``backward_terms``)."""
+        channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        in_c = channels < C
+        sum_g, sum_gx = _row_sums(total_ptr, total_rows, C, channels, in_c, BLOCK_C, BLOCK_R)
+        mean = tl.load(mean_ptr + channels, mask=in_c, other=0.)
+        invstd = tl.load(invstd_ptr + channels, mask=in_c, other=0.)
+        count = tl.load(count_ptr)
+        gain = invstd
+        if AFFINE:
+            gain = invstd * tl.load(weight_ptr + channels, mask=in_c, other=0.).to(tl.float32)
+        coef_x = -gain * invstd * invstd * (sum_gx - mean * sum_g) / count
+        coef_one = -gain * sum_g / count - coef_x * mean
+        tl.store(gain_ptr + channels, gain, mask=in_c)
+        tl.store(coef_x_ptr + channels, coef_x, mask=in_c)
+        tl.store(coef_one_ptr + channels, coef_one, mask=in_c)
+        if AFFINE:  # the parameter gradients from this process's sums (DDP sums them)
+            local_g, local_gx = _row_sums(local_ptr, local_rows, C, channels, in_c, BLOCK_C,
+                                          BLOCK_R)
+            tl.store(grad_weight_ptr + channels, invstd * (local_gx - mean * local_g),
+                     mask=in_c)
+            tl.store(grad_bias_ptr + channels, local_g, mask=in_c)
+
+
 def _layout(x: Tensor):
     """``x`` in its own dense layout (NCHW or channels-last) and its strides as
     ``(batch, channel, position)`` over the flattened ``H * W`` positions."""
@@ -140,9 +217,10 @@ def _blocks(channels: int, positions: int, strides):
     return block_c, block_s
 
 
-def _sums(x: Tensor, g: Optional[Tensor], m: Tensor, strides, relu: bool,
-          scale: Optional[Tensor] = None, shift: Optional[Tensor] = None) -> Tensor:
-    """``(2, C)`` float32 per-channel sums over the batch (see ``_sums_kernel``)."""
+def _partial_sums(x: Tensor, g: Optional[Tensor], m: Tensor, strides, relu: bool,
+                  scale: Optional[Tensor] = None, shift: Optional[Tensor] = None) -> Tensor:
+    """``(2, rows, C)`` float32 per-channel sums, one row per sample and split of its
+    positions (see ``_sums_kernel``)."""
     batch, channels, height, width = x.shape
     block_c, block_s = _blocks(channels, height * width, strides)
     channel_blocks, tiles = triton.cdiv(channels, block_c), triton.cdiv(height * width, block_s)
@@ -156,7 +234,55 @@ def _sums(x: Tensor, g: Optional[Tensor], m: Tensor, strides, relu: bool,
         x, g if grad else x, m, scale if grad and relu else partial,
         shift if grad and relu else partial, partial, channels, height * width, *strides,
         tiles_per_split, GRAD=grad, RELU=relu, BLOCK_C=block_c, BLOCK_S=block_s)
-    return partial.sum(dim=1)
+    return partial
+
+
+def _terms_grid(channels: int):
+    block_c = min(triton.next_power_of_2(channels), 128)
+    return (triton.cdiv(channels, block_c), ), dict(BLOCK_C=block_c, BLOCK_R=16)
+
+
+def _all_reduced(partial: Tensor, count: Optional[Tensor], sync: bool):
+    """The sums over every process for SyncBN (one row), else ``partial`` as it is."""
+    if not distributed_sync(sync):
+        return partial, count
+    sums = partial.sum(dim=1, keepdim=True)
+    if count is None:
+        dist.all_reduce(sums)
+        return sums, None
+    stats = torch.cat([sums.flatten(), count])
+    dist.all_reduce(stats)
+    return stats[:-1].view(sums.shape), stats[-1:]
+
+
+def _forward_terms(partial: Tensor, count: Tensor, weight: Optional[Tensor],
+                   bias: Optional[Tensor], eps: float):
+    """``mean, var, invstd, scale, shift`` (float32, ``(C,)``) from the partial sums."""
+    channels = partial.shape[-1]
+    terms = [partial.new_empty(channels) for _ in range(5)]
+    grid, blocks = _terms_grid(channels)
+    affine = weight is not None
+    _forward_terms_kernel[grid](partial, partial.shape[1], count, weight if affine else count,
+                                bias if affine else count, eps, channels, *terms,
+                                AFFINE=affine, **blocks)
+    return terms
+
+
+def _backward_terms(total: Tensor, local: Tensor, mean: Tensor, invstd: Tensor,
+                    weight: Optional[Tensor], count: Tensor):
+    """``gain, coef_x, coef_one`` and the parameter gradients (``None`` without
+    ``weight``) from the partial sums of all processes (``total``) and this one."""
+    channels = local.shape[-1]
+    affine = weight is not None
+    terms = [local.new_empty(channels) for _ in range(5)]  # the last two with weight only
+    grid, blocks = _terms_grid(channels)
+    _backward_terms_kernel[grid](total, total.shape[1], local, local.shape[1], mean, invstd,
+                                 weight if affine else mean, count, channels, *terms,
+                                 AFFINE=affine, **blocks)
+    gain, coef_x, coef_one = terms[:3]
+    if not affine:
+        return gain, coef_x, coef_one, (None, None)
+    return gain, coef_x, coef_one, tuple(t.to(weight.dtype) for t in terms[3:])
 
 
 def _elementwise(x: Tensor, g: Optional[Tensor], m: Tensor, strides, fmt, relu: bool,
@@ -183,25 +309,24 @@ class TritonMaskedBatchNormTrain(torch.autograd.Function):
                 eps: float, sync: bool, relu: bool):
         x, fmt, strides = _layout(x)
         m = mask.reshape(mask.shape[0], -1).contiguous()  # (B, H * W)
-        total, squares = _sums(x, None, m, strides, relu)
         count = torch.sum(m, dtype=torch.float32).reshape(1)
-        mean, var, count = stats_from_sums(total, squares, count, sync)
-        invstd = torch.rsqrt(var + eps)
-        scale, shift = (t.view(-1) for t in scale_shift(mean, invstd, weight, bias,
-                                                        torch.float32))
+        partial, count = _all_reduced(_partial_sums(x, None, m, strides, relu), count, sync)
+        mean, var, invstd, scale, shift = _forward_terms(partial, count, weight, bias, eps)
         out = _elementwise(x, None, m, strides, fmt, relu, scale, shift)
         ctx.save_for_backward(x, m, weight, mean, invstd, count, scale, shift)
         ctx.sync, ctx.relu, ctx.fmt, ctx.strides = sync, relu, fmt, strides
         ctx.mark_non_differentiable(mean, var, count)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for mean, var, count
         return out, mean, var, count
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, *_):
         x, m, weight, mean, invstd, count, scale, shift = ctx.saved_tensors
         g = grad_out.contiguous(memory_format=ctx.fmt)
-        local = _sums(x, g, m, ctx.strides, ctx.relu, scale, shift)
-        gain, coef_x, coef_one, param_grads = backward_terms(local, mean, invstd, weight, count,
-                                                             ctx.sync)
+        local = _partial_sums(x, g, m, ctx.strides, ctx.relu, scale, shift)
+        total, _ = _all_reduced(local, None, ctx.sync)  # the input gradient's global sums
+        gain, coef_x, coef_one, param_grads = _backward_terms(total, local, mean, invstd,
+                                                              weight, count)
         grad_x = _elementwise(x, g, m, ctx.strides, ctx.fmt, ctx.relu, scale, shift, gain,
                               coef_x, coef_one)
         return (grad_x, None) + param_grads + (None, None, None)

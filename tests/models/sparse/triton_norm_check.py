@@ -6,6 +6,7 @@
 import sys
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hgkd_mm.models.backbones import HGKDSparseResNet  # noqa: E402
 from hgkd_mm.models.sparse import MaskedBatchNorm2d, MaskPyramid  # noqa: E402
@@ -62,6 +63,40 @@ def check_norm(shape, relu, channels_last, affine, dtype=torch.float32):
         sys.exit(f'{shape}: output not zero where masked')
 
 
+class CountOps(TorchDispatchMode):
+    """The torch ops run (views, copies and the interpreter's ``set_`` left out)."""
+    SKIP = {'view', '_unsafe_view', 'expand', 'permute', 'transpose', 't', 'slice', 'select',
+            'unsqueeze', 'squeeze', 'as_strided', 'detach', 'alias', 'split', 'unbind',
+            'empty', 'empty_like', 'empty_strided', 'new_empty', 'lift_fresh', 'copy_',
+            '_to_copy', 'set_'}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in self.SKIP:
+            self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def check_few_torch_ops():
+    """The per-channel terms run in the two small kernels: besides them, one norm + ReLU,
+    forward and backward, runs only the visible count and the running-statistics update in
+    torch ops (the torch implementation: about 50)."""
+    grid = torch.rand(4, 2, 2) > 0.5
+    grid[:, 0, 0] = True
+    mask = MaskPyramid(grid).of_size((8, 8), torch.float32).to(DEVICE)
+    norm = MaskedBatchNorm2d(16).to(DEVICE)
+    norm.impl = 'triton'
+    x = torch.randn(4, 16, 8, 8, device=DEVICE, requires_grad=True)
+    upstream = torch.randn(4, 16, 8, 8, device=DEVICE)
+    with CountOps() as record:
+        torch.autograd.backward(norm(x, mask, relu=True), upstream)
+    if len(record.ops) > 10:
+        sys.exit(f'the triton norm ran {len(record.ops)} torch ops: {record.ops}')
+
+
 def check_backbone():
     """A sparse ResNet-18 step: norm_impl='triton' gives norm_impl='torch'."""
     torch.manual_seed(0)
@@ -94,5 +129,6 @@ if __name__ == '__main__':
     if DEVICE.type == 'cuda':
         check_norm((8, 64, 56, 56), True, False, affine=True, dtype=torch.bfloat16)
         check_norm((8, 64, 56, 56), True, True, affine=True, dtype=torch.bfloat16)
+    check_few_torch_ops()
     check_backbone()
     print('triton masked norm: all checks passed')

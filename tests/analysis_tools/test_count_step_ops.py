@@ -1,0 +1,49 @@
+"""tools/analysis_tools/count_step_ops.py: what its counter counts, and a tiny run."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from test_benchmark_pretrain import ROOT, TINY_CONFIG
+
+TOOL = os.path.join(ROOT, 'tools', 'analysis_tools', 'count_step_ops.py')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('count_step_ops', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_counter_skips_views_and_matmul_bytes(tool):
+    x = torch.randn(4, 8)
+    with tool.CountOps() as record:
+        y = x.view(8, 4) * 2  # a view (not counted) and one op: 128 bytes read, 128 written
+        torch.mm(y, x)  # counted as an op, its bytes are not
+        x.sum(dim=0)  # 128 read, 32 written, per channel
+    assert record.ops == {'mul': 1, 'mm': 1, 'sum': 1}
+    assert record.bytes == 128 + 128 + 128 + 32
+    assert record.per_channel == 3  # every tensor here is small
+
+
+def test_tiny_run(tool, tmp_path, capsys):
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / 'counts.json'
+    result = tool.main([str(config), '--batch-size', '1', '--out', str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert (result['img_size'], result['amp']) == (64, 'bf16')
+    hgkd, resnet = result['rows']
+    assert resnet['name'] == 'torchvision resnet18'
+    for row in (hgkd, resnet):
+        assert 0 < row['per_channel_ops'] < row['ops'] and row['bytes_per_image'] > 0
+    # the masked norms' per-channel statistics: many more small ops than native BatchNorm
+    assert hgkd['per_channel_ops'] > 10 * resnet['per_channel_ops']
+    assert 'H-GKD student (masked norms in torch ops)' in capsys.readouterr().out

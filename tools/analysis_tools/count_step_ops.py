@@ -1,0 +1,149 @@
+"""Count the ATen ops (on a GPU: kernel launches) and the memory traffic of one eager
+student step of an H-GKD config, next to a torchvision ResNet of the same depth.
+
+    python tools/analysis_tools/count_step_ops.py CONFIG [--batch-size 2] [--out counts.json]
+
+The step is the student's forward and backward on given teacher tokens, under bf16
+autocast (``--no-amp``: float32), on the CPU, with the masked norms in torch ops (Triton
+kernel launches are not ATen ops; ``tests/models/sparse/triton_norm_check.py`` counts
+those). The reference step is a torchvision ResNet's forward and backward on the same
+images. Views are not counted. Per-channel ops are those whose largest tensor has at most
+4,096 values. Bytes are those read and written by the ops other than convolutions and
+matrix products, per image: the difference between a step at ``2 * batch`` and one at
+``batch``, divided by ``batch``, so per-step constants (weight casts) drop out. It counts;
+it does not time.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os.path as osp
+import sys
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torchvision
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import benchmark_pretrain as bench  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, positive_int  # noqa: E402
+
+VIEWS = {'view', '_unsafe_view', 'expand', 'permute', 'transpose', 't', 'slice', 'select',
+         'unsqueeze', 'squeeze', 'as_strided', 'detach', 'alias', 'split', 'unbind',
+         'split_with_sizes', 'empty', 'empty_like', 'empty_strided', 'new_empty', 'lift_fresh'}
+MATMUL = ('convolution', 'convolution_backward', 'mm', 'bmm', 'addmm', 'linear', 'matmul',
+          '_scaled_dot_product', 'mkldnn')
+PER_CHANNEL_MAX = 4096
+
+
+class CountOps(TorchDispatchMode):
+    """Ops by name; per-channel ops; bytes read + written by the non-matmul ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+        self.per_channel = 0
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in VIEWS:
+            return out
+        tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+        self.ops[name] += 1
+        self.per_channel += max((t.numel() for t in tensors), default=0) <= PER_CHANNEL_MAX
+        if not name.startswith(MATMUL):  # an expanded tensor is read at its storage size
+            self.bytes += sum(min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+                              for t in tensors)
+        return out
+
+
+def count(step: Callable[[], None]) -> CountOps:
+    step()  # the first run may set things up (the model picks its eager step)
+    with CountOps() as record:
+        step()
+    return record
+
+
+def hgkd_step(model: nn.Module, inputs: torch.Tensor, amp: bool) -> Callable[[], None]:
+    mask = model.mask(inputs)
+    model.loss(inputs)  # sets the model's eager teacher and student steps
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp), torch.no_grad():
+        tokens = [t.clone() for t in model._teacher_step(inputs, mask)]
+
+    def run() -> None:
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+            loss = bench.total_loss(model._student_step(inputs, mask, tokens))
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def resnet_step(model: nn.Module, inputs: torch.Tensor, amp: bool) -> Callable[[], None]:
+
+    def run() -> None:
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
+            loss = model(inputs).float().square().mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def summarise(name: str, build_step, batch: int, img_size: int) -> dict:
+    records = [count(build_step(torch.randn(b, 3, img_size, img_size))) for b in (batch, 2 * batch)]
+    small, large = records
+    return dict(name=name, ops=sum(small.ops.values()), per_channel_ops=small.per_channel,
+                bytes_per_image=(large.bytes - small.bytes) / batch,
+                top_ops=small.ops.most_common(12))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='H-GKD pretraining config')
+    parser.add_argument('--batch-size', type=positive_int, default=2)
+    parser.add_argument('--img-size', type=positive_int, help="default: the config's crop size")
+    parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=True,
+                        help='bf16 autocast (default on)')
+    parser.add_argument('--out', help='write the counts as JSON here')
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    img_size = args.img_size or bench.crop_size(cfg)
+    if img_size % 32:
+        parser.error(f'--img-size must be a multiple of 32 (the student stride), got {img_size}')
+    import hgkd_mm  # noqa: F401  registers the H-GKD modules
+    MMLogger.get_instance(f'count_step_ops_{id(args)}', log_level='WARNING')
+    options = argparse.Namespace(backend=None, teacher_input_mode=None, channels_last=None,
+                                 norm_impl='torch', compile_teacher=None)
+    torch.manual_seed(0)
+    model = bench.build_model(dict(bench.hgkd_model_cfg(cfg, options), compile=False),
+                              torch.device('cpu'))
+    depth = model.backbone.depth
+    resnet = getattr(torchvision.models, f'resnet{depth}')().train()
+    resnet.avgpool, resnet.fc = nn.Identity(), nn.Identity()  # the student has no head
+    rows = [
+        summarise('H-GKD student (masked norms in torch ops)',
+                  lambda x: hgkd_step(model, x, args.amp), args.batch_size, img_size),
+        summarise(f'torchvision resnet{depth}', lambda x: resnet_step(resnet, x, args.amp),
+                  args.batch_size, img_size)]
+    result = dict(config=args.config, batch_size=args.batch_size, img_size=img_size,
+                  amp='bf16' if args.amp else 'fp32', rows=rows)
+    print(f'batch {args.batch_size} | {img_size} px | {result["amp"]} | eager, CPU')
+    print(f'{"step":<42} {"ops":>7} {"per-channel":>12} {"MiB/img":>9}')
+    for row in rows:
+        print(f'{row["name"]:<42} {row["ops"]:>7} {row["per_channel_ops"]:>12} '
+              f'{row["bytes_per_image"] / 2**20:>9.1f}')
+    if args.out:
+        dump_json(args.out, result)
+    return result
+
+
+if __name__ == '__main__':
+    main()
