@@ -123,7 +123,6 @@ if triton is not None:
             result = tl.maximum(pre, 0.) * m if RELU else pre * m
         tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=valid)
 
-
     @triton.jit
     def _row_sums(ptr, rows, C, channels, in_c, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
         """Sums over the rows of the partial sums ``(2, rows, C)`` at ``channels``."""
