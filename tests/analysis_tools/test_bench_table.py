@@ -74,6 +74,12 @@ def test_settings_of_the_new_options_and_profile(tool, tmp_path):
         '4.0 ms, timed alone (sum 49.2; step 49.3)',
         'combo: 48.0 ms per step by self_device_time_total',
         '     20.50 ms      53 calls  aten::convolution']
+    # a CUDA profile also has the launches and CPU time: busy GPU time against the step
+    result['profile'].update(kernel_launches_per_step=1234.0, cpu_ms_per_step=35.25)
+    path.write_text(json.dumps(result))
+    assert tool.main([str(path), '--top', '1']).splitlines()[-2] == (
+        'combo: GPU busy 48.0 ms of a 49.3 ms step, 1234 kernel launches, 35.2 ms of CPU '
+        'time in ops, per step (profiled)')
 
     result['compile'] = dict(requested=True, used=False, error='RuntimeError: boom')
     del result['composition'], result['ratio_img_per_s'], result['memory_ratio']

@@ -131,6 +131,7 @@ def test_profile_writes_the_op_table(tool, tmp_path):
     profile = result['profile']
     assert profile['table'] == str(table) and 'aten::convolution' in table.read_text()
     assert profile['steps'] == 3 and 0 < profile['total_ms_per_step']
+    assert 0 < profile['cpu_ms_per_step'] and 'kernel_launches_per_step' not in profile  # CPU
     names = [op['name'] for op in profile['top']]
     assert len(names) == 30 and any('conv' in name for name in names)
     times = [op['ms_per_step'] for op in profile['top']]

@@ -81,8 +81,14 @@ def top_ops(name: str, result: dict, top: int) -> List[str]:
     profile = result.get('profile')
     if not profile:
         return []
-    lines = [f"{name}: {profile['total_ms_per_step']:.1f} ms per step by "
-             f"{profile['sort_by']}"]
+    if 'kernel_launches_per_step' in profile:  # CUDA: busy GPU time against the step
+        head = (f"{name}: GPU busy {profile['total_ms_per_step']:.1f} ms of a "
+                f"{result['hgkd']['ms_median']:.1f} ms step, "
+                f"{profile['kernel_launches_per_step']:.0f} kernel launches, "
+                f"{profile['cpu_ms_per_step']:.1f} ms of CPU time in ops, per step (profiled)")
+    else:
+        head = f"{name}: {profile['total_ms_per_step']:.1f} ms per step by {profile['sort_by']}"
+    lines = [head]
     lines += [f"  {op['ms_per_step']:8.2f} ms  {op['calls_per_step']:6.0f} calls  {op['name']}"
               for op in profile['top'][:top]]
     return lines

@@ -36,6 +36,8 @@ from hgkd_mm.utils.cli import dump_json, non_negative_int, positive_int
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
 MIB = 2**20
+# CUDA runtime/driver calls that start GPU work (a CUDA graph counts once)
+LAUNCH_EVENTS = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaGraphLaunch')
 SPARK_DEPTHS = (18, 34, 50, 101, 152)
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 
@@ -489,7 +491,9 @@ def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
 def profile_steps(step: Step, device: torch.device, path: str, steps: int = 3,
                   top: int = 30) -> dict:
     """Profile ``steps`` runs of ``step``; write torch.profiler's op table (by own device
-    time on CUDA, own CPU time on the CPU) to ``path`` and return the top ``top`` ops."""
+    time on CUDA, own CPU time on the CPU) to ``path`` and return the top ``top`` ops, the
+    totals per step (on CUDA the device time is the GPU's busy time) and, on CUDA, the
+    kernel launches per step."""
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
                                            else [])
@@ -505,8 +509,12 @@ def profile_steps(step: Step, device: torch.device, path: str, steps: int = 3,
     with open(path, 'w') as f:
         f.write(averages.table(sort_by=key, row_limit=80))
     total = sum(getattr(e, key) for e in events)
+    extra = dict(cpu_ms_per_step=sum(e.self_cpu_time_total for e in events) / 1000 / steps)
+    if device.type == 'cuda':  # GPU busy time against the step's time: launch-bound or not
+        extra['kernel_launches_per_step'] = sum(
+            e.count for e in events if e.key.startswith(LAUNCH_EVENTS)) / steps
     return dict(steps=steps, sort_by=key, table=path,
-                total_ms_per_step=total / 1000 / steps,
+                total_ms_per_step=total / 1000 / steps, **extra,
                 top=[dict(name=e.key, calls_per_step=e.count / steps,
                           ms_per_step=getattr(e, key) / 1000 / steps)
                      for e in events[:top]])
