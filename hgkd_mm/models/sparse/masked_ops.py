@@ -134,15 +134,21 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
             return F.relu(out) if relu else out
         weight, bias = (self.weight, self.bias) if self.affine else (None, None)
         if self.training or not self.track_running_stats:
+            update = self.training and self.track_running_stats
             if self.impl == 'triton' and triton_norm.usable_for(x):
+                # the kernels update the running statistics too (not with momentum=None:
+                # its cumulative average reads the batch count on the host)
+                running = ((self.running_mean, self.running_var, self.momentum)
+                           if update and self.momentum is not None else None)
                 out, mean, var, count = triton_norm.TritonMaskedBatchNormTrain.apply(
-                    x, mask, weight, bias, self.eps, self.sync, relu)
+                    x, mask, weight, bias, self.eps, self.sync, relu, running)
                 relu = False  # done
             else:
+                running = None
                 out, mean, var, count = _MaskedBatchNormTrain.apply(x, mask, weight, bias,
                                                                     self.eps, self.sync)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, count)
+            if update:
+                self._update_running_stats(mean, var, count, buffers_done=running is not None)
         else:
             invstd = torch.rsqrt(self.running_var + self.eps)
             scale, shift = scale_shift(self.running_mean, invstd, weight, bias, x.dtype)
@@ -150,8 +156,11 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return F.relu(out) if relu else out
 
     @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: Tensor,
+                              buffers_done: bool = False) -> None:
         self.num_batches_tracked.add_(1)
+        if buffers_done:  # running mean and variance updated by the Triton kernels
+            return
         if self.momentum is None:
             momentum = 1.0 / self.num_batches_tracked.item()
         else:

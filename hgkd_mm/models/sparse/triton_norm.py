@@ -10,10 +10,10 @@ times per norm and ReLU, forward and backward (17 reads, 10 writes); these kerne
   and one elementwise pass ``dx = (g' * gain + x * coef_x + coef_one) * m``.
 
 Between them, one small kernel each way computes the per-channel terms from the partial
-sums (statistics, scale and shift; the input-gradient coefficients and the parameter
-gradients) with the formulas of :mod:`.norm_terms`: in eager mode the torch ops for them
-are 32 tiny kernel launches per norm. With SyncBN across processes the sums are
-all-reduced first, as in the torch implementation.
+sums (statistics, scale and shift, the running statistics; the input-gradient
+coefficients and the parameter gradients) with the formulas of :mod:`.norm_terms`: in
+eager mode the torch ops for them are 35 tiny kernel launches per norm. With SyncBN
+across processes the sums are all-reduced first, as in the torch implementation.
 
 ``x`` is the raw convolution output: its values at masked positions never matter. Used
 for CUDA float16/bfloat16/float32 tensors in eager mode (under ``torch.compile`` the torch
@@ -139,10 +139,12 @@ if triton is not None:
     @triton.jit
     def _forward_terms_kernel(partial_ptr, rows, count_ptr, weight_ptr, bias_ptr, eps, C,
                               mean_ptr, var_ptr, invstd_ptr, scale_ptr, shift_ptr,
-                              AFFINE: tl.constexpr, BLOCK_C: tl.constexpr,
-                              BLOCK_R: tl.constexpr):
+                              running_mean_ptr, running_var_ptr, momentum,
+                              AFFINE: tl.constexpr, UPDATE: tl.constexpr,
+                              BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
         """From the partial sums ``(2, rows, C)`` of ``x m`` and ``(x m)^2``: ``mean, var,
-        invstd, scale, shift`` per channel (``stats_from_sums`` and ``scale_shift``)."""
+        invstd, scale, shift`` per channel (``stats_from_sums`` and ``scale_shift``); with
+        ``UPDATE`` also the running statistics, as ``MaskedBatchNorm2d`` updates them."""
         channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         in_c = channels < C
         total, squares = _row_sums(partial_ptr, rows, C, channels, in_c, BLOCK_C, BLOCK_R)
@@ -162,6 +164,14 @@ if triton is not None:
         tl.store(invstd_ptr + channels, invstd, mask=in_c)
         tl.store(scale_ptr + channels, scale, mask=in_c)
         tl.store(shift_ptr + channels, shift, mask=in_c)
+        if UPDATE:  # lerp towards the batch statistics, the variance unbiased
+            unbiased = var * count / tl.maximum(count - 1., 1.)
+            running_mean = tl.load(running_mean_ptr + channels, mask=in_c).to(tl.float32)
+            running_var = tl.load(running_var_ptr + channels, mask=in_c).to(tl.float32)
+            tl.store(running_mean_ptr + channels,
+                     running_mean + momentum * (mean - running_mean), mask=in_c)
+            tl.store(running_var_ptr + channels,
+                     running_var + momentum * (unbiased - running_var), mask=in_c)
 
     @triton.jit
     def _backward_terms_kernel(total_ptr, total_rows, local_ptr, local_rows, mean_ptr,
@@ -255,15 +265,18 @@ def _all_reduced(partial: Tensor, count: Optional[Tensor], sync: bool):
 
 
 def _forward_terms(partial: Tensor, count: Tensor, weight: Optional[Tensor],
-                   bias: Optional[Tensor], eps: float):
-    """``mean, var, invstd, scale, shift`` (float32, ``(C,)``) from the partial sums."""
+                   bias: Optional[Tensor], eps: float, running: Optional[tuple]):
+    """``mean, var, invstd, scale, shift`` (float32, ``(C,)``) from the partial sums;
+    ``running``: ``(running_mean, running_var, momentum)`` to update, or ``None``."""
     channels = partial.shape[-1]
     terms = [partial.new_empty(channels) for _ in range(5)]
     grid, blocks = _terms_grid(channels)
     affine = weight is not None
+    running_mean, running_var, momentum = running or (count, count, 0.)
     _forward_terms_kernel[grid](partial, partial.shape[1], count, weight if affine else count,
                                 bias if affine else count, eps, channels, *terms,
-                                AFFINE=affine, **blocks)
+                                running_mean, running_var, float(momentum), AFFINE=affine,
+                                UPDATE=running is not None, **blocks)
     return terms
 
 
@@ -301,16 +314,18 @@ def _elementwise(x: Tensor, g: Optional[Tensor], m: Tensor, strides, fmt, relu: 
 
 class TritonMaskedBatchNormTrain(torch.autograd.Function):
     """``_MaskedBatchNormTrain`` (batch statistics) with an optional fused ReLU, in
-    Triton kernels. Same arguments and outputs, plus ``relu``."""
+    Triton kernels. Same arguments and outputs, plus ``relu`` and ``running``:
+    ``(running_mean, running_var, momentum)`` to update in the same kernel, or ``None``."""
 
     @staticmethod
     def forward(ctx, x: Tensor, mask: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                eps: float, sync: bool, relu: bool):
+                eps: float, sync: bool, relu: bool, running: Optional[tuple] = None):
         x, fmt, strides = _layout(x)
         m = mask.reshape(mask.shape[0], -1).contiguous()  # (B, H * W)
         count = torch.sum(m, dtype=torch.float32).reshape(1)
         partial, count = _all_reduced(_partial_sums(x, None, m, strides, relu), count, sync)
-        mean, var, invstd, scale, shift = _forward_terms(partial, count, weight, bias, eps)
+        mean, var, invstd, scale, shift = _forward_terms(partial, count, weight, bias, eps,
+                                                         running)
         out = _elementwise(x, None, m, strides, fmt, relu, scale, shift)
         ctx.save_for_backward(x, m, weight, mean, invstd, count, scale, shift)
         ctx.sync, ctx.relu, ctx.fmt, ctx.strides = sync, relu, fmt, strides
@@ -328,4 +343,4 @@ class TritonMaskedBatchNormTrain(torch.autograd.Function):
                                                               weight, count)
         grad_x = _elementwise(x, g, m, ctx.strides, ctx.fmt, ctx.relu, scale, shift, gain,
                               coef_x, coef_one)
-        return (grad_x, None) + param_grads + (None, None, None)
+        return (grad_x, None) + param_grads + (None, None, None, None)
