@@ -93,3 +93,15 @@ def test_paper_config_step_has_no_sync():
     assert cfg.optim_wrapper.dtype == 'bfloat16' and not wrapper.loss_scaler.is_enabled()
     ops, _ = step(wrapper, model, DeferredGradNormHook())
     assert not [op for op in ops if op.startswith('aten._amp') or 'scalar' in op], ops
+
+
+def test_each_wrapper_of_an_optim_wrapper_dict():
+    from mmengine.optim import OptimWrapperDict
+    model = net()
+    clipped = OptimWrapper(torch.optim.SGD(model[0].parameters(), lr=0.1),
+                           clip_grad=dict(max_norm=1.0))
+    plain = OptimWrapper(torch.optim.SGD(model[2].parameters(), lr=0.1))
+    DeferredGradNormHook().before_train(
+        SimpleNamespace(optim_wrapper=OptimWrapperDict(first=clipped, second=plain)))
+    assert clipped.clip_func is not torch.nn.utils.clip_grad_norm_
+    assert not hasattr(plain, 'clip_func')
