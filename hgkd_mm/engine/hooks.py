@@ -115,8 +115,9 @@ class DeferredGradNormHook(Hook):
         wrapper = runner.optim_wrapper
         wrappers = wrapper.values() if isinstance(wrapper, OptimWrapperDict) else [wrapper]
         for wrapper in wrappers:
-            if getattr(wrapper, 'grad_name', None) == 'grad_norm':
-                wrapper.clip_func = self._keep_norm(wrapper, wrapper.clip_func)
+            clip = getattr(wrapper, 'clip_func', None)
+            if getattr(wrapper, 'grad_name', None) == 'grad_norm' and not hasattr(clip, 'hook'):
+                wrapper.clip_func = self._keep_norm(wrapper, clip)  # once per wrapper
 
     def _keep_norm(self, wrapper, clip):
 
@@ -124,6 +125,7 @@ class DeferredGradNormHook(Hook):
             self._pending[wrapper] = clip(params, **kwargs).detach()
             return None  # a returned norm is logged with float(): the sync this avoids
 
+        clip_grad_norm.hook = self
         return clip_grad_norm
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

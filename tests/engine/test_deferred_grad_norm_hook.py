@@ -55,7 +55,9 @@ def test_same_update_and_norm_without_a_sync():
     ops, reference_norm = step(reference, reference_model)
     assert 'aten._local_scalar_dense' in ops  # mmengine's float(grad_norm): the sync
     wrapper = OptimWrapper(ForeachLamb(model.parameters(), lr=0.1), clip_grad=dict(max_norm=1.0))
-    ops, norm = step(wrapper, model, DeferredGradNormHook())
+    hook = DeferredGradNormHook()
+    hook.before_train(SimpleNamespace(optim_wrapper=wrapper))  # a second train() wraps once
+    ops, norm = step(wrapper, model, hook)
     assert 'aten._local_scalar_dense' not in ops and 'aten.linalg_vector_norm' in ops
     assert norm == reference_norm > 1.0  # clipped
     for p, q in zip(model.parameters(), reference_model.parameters()):
