@@ -70,3 +70,11 @@ def test_tools_name_the_bad_option(name, capsys):
         error = capsys.readouterr().err
         assert option in error, (option, value, error)
     tool.parse_args(base)  # the defaults pass
+
+
+@pytest.mark.parametrize('name', ['benchmark_pretrain', 'count_step_ops'])
+def test_benchmarks_refuse_a_config_that_is_not_hgkd(name):
+    spark = str(TOOLS.parents[1] / 'configs' / 'pretrain' /
+                'spark_resnet18_1xb32-6e_imagenet-sample-128px.py')
+    with pytest.raises(SystemExit, match="is not an H-GKD config: its model.type is 'SparK'"):
+        load_tool(name).main([spark, '--batch-size', '1'])

@@ -112,6 +112,18 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or 'unknown CPU'
 
 
+def hgkd_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """The config at ``path`` (with ``cfg_options``); stops unless its model is ``HGKD``."""
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    model_type = cfg.get('model', {}).get('type')
+    if model_type != 'HGKD':
+        raise SystemExit(f"{path} is not an H-GKD config: its model.type is {model_type!r}, "
+                         "not 'HGKD'")
+    return cfg
+
+
 def crop_size(cfg: Config) -> int:
     """The training crop size of the config (RandomResizedCrop), else the teacher's."""
     pipeline = cfg.get('train_dataloader', {}).get('dataset', {}).get('pipeline', [])
@@ -397,9 +409,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     import hgkd_mm  # noqa: F401  registers the H-GKD modules
     # a new current logger at WARNING: init_weights() logs every tensor at INFO
     MMLogger.get_instance(f'benchmark_pretrain_{time.time_ns()}', log_level='WARNING')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = hgkd_config(args.config, args.cfg_options)
     img_size = args.img_size or crop_size(cfg)
     torch.manual_seed(args.seed)
     clip_grad = cfg.optim_wrapper.get('clip_grad')

@@ -24,7 +24,6 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 import torchvision
-from mmengine.config import Config
 from mmengine.logging import MMLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -114,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         help='bf16 autocast (default on)')
     parser.add_argument('--out', help='write the counts as JSON here')
     args = parser.parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = bench.hgkd_config(args.config)
     img_size = args.img_size or bench.crop_size(cfg)
     if img_size % 32:
         parser.error(f'--img-size must be a multiple of 32 (the student stride), got {img_size}')
