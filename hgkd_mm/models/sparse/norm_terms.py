@@ -48,8 +48,9 @@ def backward_terms(local: Tensor, mean: Tensor, invstd: Tensor, weight: Optional
         coef_one`` at visible positions, and the gradients of ``weight`` and ``bias``
         (``None, None`` without them).
     """
-    total = local.clone()
+    total = local
     if distributed_sync(sync):  # the input gradient needs the global sums
+        total = local.clone()
         dist.all_reduce(total)
     sum_g, sum_gx = total
     gain = invstd if weight is None else invstd * weight
