@@ -24,6 +24,15 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def image_size(text: str) -> int:
+    """An argparse type: an input size the ResNet stride divides, a multiple of 32."""
+    value = positive_int(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f'must be a multiple of 32 (the ResNet stride), '
+                                         f'got {value}')
+    return value
+
+
 def open_fraction(text: str) -> float:
     """An argparse type: a float strictly between 0 and 1."""
     value = float(text)

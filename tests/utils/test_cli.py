@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgkd_mm.utils.cli import dump_json, non_negative_int, open_fraction, positive_int
+from hgkd_mm.utils.cli import (dump_json, image_size, non_negative_int, open_fraction,
+                               positive_int)
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools'
 
@@ -28,8 +29,9 @@ def load_tool(name: str):
 
 def test_value_types():
     assert positive_int('3') == 3 and non_negative_int('0') == 0 and open_fraction('0.2') == 0.2
+    assert image_size('224') == 224
     for parse, text in ((positive_int, '0'), (non_negative_int, '-1'), (open_fraction, '1'),
-                        (open_fraction, '0')):
+                        (open_fraction, '0'), (image_size, '100'), (image_size, '0')):
         with pytest.raises(Exception, match='got'):
             parse(text)
 
@@ -53,6 +55,7 @@ BAD_ARGS = {
         ('--lr', '0'), ('--device', 'tpu')]),
     'compare_pretraining': ([], [
         ('--student-epochs', '0'), ('--workers', '-1'), ('--mae-batch-size', '0'),
+        ('--img-size', '100'),
         ('--probe-classes', '0')]),
 }
 

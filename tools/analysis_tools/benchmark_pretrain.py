@@ -32,7 +32,7 @@ from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
-from hgkd_mm.utils.cli import dump_json, non_negative_int, positive_int
+from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
 MIB = 2**20
@@ -46,7 +46,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='H-GKD pretraining config')
     parser.add_argument('--batch-size', type=positive_int, default=8)
-    parser.add_argument('--img-size', type=positive_int,
+    parser.add_argument('--img-size', type=image_size,
                         help="default: the config's crop size; a multiple of 32")
     parser.add_argument('--iters', type=positive_int, default=10, help='timed steps (median)')
     parser.add_argument('--warmup', type=non_negative_int, default=3,
@@ -86,9 +86,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: this torch sees no CUDA device')
-    if args.img_size is not None and args.img_size % 32:
-        parser.error(f'--img-size must be a multiple of 32 (the student stride), got '
-                     f'{args.img_size}')
     if args.compile is None:  # the default: compiled on CUDA only
         args.compile = args.device == 'cuda'
     for option, value in (('--compile-mode', args.compile_mode),

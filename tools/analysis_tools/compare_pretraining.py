@@ -70,7 +70,7 @@ from mmengine.config import Config
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 import probe  # noqa: E402
-from hgkd_mm.utils.cli import dump_json, non_negative_int, positive_int  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int  # noqa: E402
 
 DATA = osp.normpath(osp.join(ROOT, '..', 'shared', 'data'))
 POOL_SOURCES = ('imagenet-sample', 'caltech101/train')
@@ -341,7 +341,7 @@ def machine() -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'compare'))
-    parser.add_argument('--img-size', type=positive_int, default=96,
+    parser.add_argument('--img-size', type=image_size, default=96,
                         help='pre-training and probe size, a multiple of 32')
     parser.add_argument('--mae-epochs', type=positive_int, default=20)
     parser.add_argument('--student-epochs', type=positive_int, default=3,
@@ -376,8 +376,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.ft_seeds is None:
         args.ft_seeds = args.seeds[:2]
-    if args.img_size % 32:
-        parser.error('--img-size must be a multiple of 32 (the ResNet stride)')
     args.work_dir = osp.abspath(args.work_dir)
     return args
 

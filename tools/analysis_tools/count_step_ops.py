@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import benchmark_pretrain as bench  # noqa: E402
-from hgkd_mm.utils.cli import dump_json, positive_int  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, image_size, positive_int  # noqa: E402
 
 VIEWS = {'view', '_unsafe_view', 'expand', 'permute', 'transpose', 't', 'slice', 'select',
          'unsqueeze', 'squeeze', 'as_strided', 'detach', 'alias', 'split', 'unbind',
@@ -108,15 +108,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='H-GKD pretraining config')
     parser.add_argument('--batch-size', type=positive_int, default=2)
-    parser.add_argument('--img-size', type=positive_int, help="default: the config's crop size")
+    parser.add_argument('--img-size', type=image_size, help="default: the config's crop size")
     parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=True,
                         help='bf16 autocast (default on)')
     parser.add_argument('--out', help='write the counts as JSON here')
     args = parser.parse_args(argv)
     cfg = bench.hgkd_config(args.config)
     img_size = args.img_size or bench.crop_size(cfg)
-    if img_size % 32:
-        parser.error(f'--img-size must be a multiple of 32 (the student stride), got {img_size}')
+    if img_size % 32:  # --img-size is checked by its type: this is the config's crop size
+        parser.error(f"the config's crop size {img_size} is not a multiple of 32 (the student "
+                     'stride): give --img-size')
     import hgkd_mm  # noqa: F401  registers the H-GKD modules
     MMLogger.get_instance(f'count_step_ops_{id(args)}', log_level='WARNING')
     options = argparse.Namespace(backend=None, teacher_input_mode=None, channels_last=None,
