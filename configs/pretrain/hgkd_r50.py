@@ -34,11 +34,10 @@ model = dict(
     mask_ratio=0.6,
     compile='auto',  # torch.compile of the student's step on CUDA (eager fallback); False: off
     backbone=dict(
-        type='HGKDSparseResNet', depth=50, backend='masked', out_indices=(0, 1, 2, 3),
-        norm_cfg=dict(type='MaskedSyncBatchNorm2d'), drop_path_rate=0.05,
-        # 'triton': fused masked norm + ReLU kernels for eager CUDA steps (not yet timed on a
-        # GPU, docs/benchmarks.md); compiled steps use the torch ops either way
-        norm_impl='torch'),
+        # 'packed': 1x1 convs, norms and elementwise ops on the visible positions only
+        # (1.22x the step of 'masked' on the CPU; docs/benchmarks.md, "Defaults and why")
+        type='HGKDSparseResNet', depth=50, backend='packed', out_indices=(0, 1, 2, 3),
+        norm_cfg=dict(type='MaskedSyncBatchNorm2d'), drop_path_rate=0.05),
     neck=dict(
         type='HGKDUNetDecoder', in_channels=(256, 512, 1024, 2048), in_strides=(4, 8, 16, 32),
         channels=256, norm_cfg=dict(type='SyncBN'), sync_masked_norm=True),

@@ -25,7 +25,7 @@ heldout_dataloader = dict(
 model = dict(
     type='HGKD',
     mask_ratio=0.6,
-    backbone=dict(type='HGKDSparseResNet', depth=18, backend='masked', out_indices=(0, 1, 2, 3),
+    backbone=dict(type='HGKDSparseResNet', depth=18, backend='packed', out_indices=(0, 1, 2, 3),
                   norm_cfg=dict(type='MaskedBatchNorm2d')),
     neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), in_strides=(4, 8, 16, 32),
               channels=256, norm_cfg=dict(type='BN')),

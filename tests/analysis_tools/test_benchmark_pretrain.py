@@ -163,10 +163,14 @@ parser.add_argument('--channels-last', action='store_true')
 parser.add_argument('--compile-teacher', action='store_true')
 parser.add_argument('--compile-mode')
 parser.add_argument('--norm-impl', default='torch')
+parser.add_argument('--backend')
 args, _ = parser.parse_known_args()
 with open({template!r}) as f:
     result = json.load(f)
-result.update(channels_last=args.channels_last, norm_impl=args.norm_impl, compile=dict(
+from mmengine.config import Config
+backend = args.backend or Config.fromfile(args.config).model.backbone.backend
+result.update(channels_last=args.channels_last, norm_impl=args.norm_impl, backend=backend,
+              compile=dict(
     requested=not args.no_compile, used=not args.no_compile, mode=args.compile_mode,
     teacher=args.compile_teacher, error=None))
 with open(args.out, 'w') as f:
@@ -192,8 +196,8 @@ esac
 """)
     stand_in.chmod(0o755)
     out = tmp_path / 'out'
-    runs = ('triton_check eager eager_triton eager_triton_cl compiled compiled_cudagraphs '
-            'compiled_combo')
+    runs = ('triton_check eager masked_eager eager_triton eager_triton_cl compiled '
+            'masked_compiled compiled_cudagraphs compiled_combo')
     env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
                WARMUP='2')
     result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
@@ -202,10 +206,12 @@ esac
 
     calls = [line.split() for line in log.read_text().splitlines()
              if 'benchmark_pretrain.py' in line]
-    assert len(calls) == 6
+    assert len(calls) == 8
     for name, call in zip(runs.split()[1:], calls):
         assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
         text = ' '.join(call)
+        # the Triton kernels are the masked backend's norms
+        assert ('--backend masked' in text) == name.startswith(('masked', 'eager_triton'))
         assert ('--device cuda --amp --compare-spark --breakdown --batch-size 128 --iters 7 '
                 '--warmup 2 '
                 f'--out {out}/{name}.json --profile {out}/{name}.profile.txt') in text
@@ -217,11 +223,14 @@ esac
             for line in table.splitlines()[2:]}
     prefix = 'batch 128, bf16, '
     assert rows == {
-        'eager': prefix + 'eager, norm torch, ForeachLamb',
+        'eager': prefix + 'eager, norm torch, backend packed, ForeachLamb',
+        'masked_eager': prefix + 'eager, norm torch, ForeachLamb',
         'eager_triton': prefix + 'eager, norm triton, ForeachLamb',
         'eager_triton_cl': prefix + 'eager, norm triton, channels_last, ForeachLamb',
-        'compiled': prefix + 'compiled, norm torch, ForeachLamb',
-        'compiled_cudagraphs': prefix + 'compiled (reduce-overhead), norm torch, ForeachLamb',
+        'compiled': prefix + 'compiled, norm torch, backend packed, ForeachLamb',
+        'masked_compiled': prefix + 'compiled, norm torch, ForeachLamb',
+        'compiled_cudagraphs': prefix + 'compiled (reduce-overhead), norm torch, backend packed, '
+                                        'ForeachLamb',
         'compiled_combo': prefix + 'compiled, teacher compiled, norm torch, channels_last, '
-                                   'ForeachLamb',
+                                   'backend packed, ForeachLamb',
     }

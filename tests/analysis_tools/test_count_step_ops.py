@@ -46,4 +46,9 @@ def test_tiny_run(tool, tmp_path, capsys):
         assert 0 < row['per_channel_ops'] < row['ops'] and row['bytes_per_image'] > 0
     # the masked norms' per-channel statistics: many more small ops than native BatchNorm
     assert hgkd['per_channel_ops'] > 10 * resnet['per_channel_ops']
-    assert 'H-GKD student (masked norms in torch ops)' in capsys.readouterr().out
+    assert 'H-GKD student (masked backend, masked norms in torch ops)' in capsys.readouterr().out
+    # the packed backend: BatchNorm2d on the visible tiles, fewer ops and bytes than masked
+    packed = tool.main([str(config), '--batch-size', '1', '--backend', 'packed'])['rows'][0]
+    assert packed['name'] == 'H-GKD student (packed backend, BatchNorm2d on the tiles)'
+    assert packed['per_channel_ops'] < hgkd['per_channel_ops'] / 3
+    assert packed['bytes_per_image'] < hgkd['bytes_per_image']

@@ -3,7 +3,7 @@ synthetic images, optionally next to the naive composition "mmpretrain SparK ste
 teacher forward" in the same process.
 
     python tools/analysis_tools/benchmark_pretrain.py CONFIG [--compare-spark] \
-        [--batch-size 8] [--iters 5] [--backend masked|spconv] [--out result.json]
+        [--batch-size 8] [--iters 5] [--backend masked|packed|spconv] [--out result.json]
 
 The teacher checkpoint is never loaded (random teacher: same cost). Defaults follow the
 device: on CUDA bf16 autocast and ``torch.compile`` of the student are on, on the CPU
@@ -32,6 +32,7 @@ from mmengine.logging import MMLogger
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
+from hgkd_mm.models.backbones.sparse_resnet import BACKENDS
 from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
@@ -74,7 +75,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='also time mmpretrain SparK step + teacher forward')
     parser.add_argument('--spark-depth', type=int, choices=SPARK_DEPTHS,
                         help="SparK ResNet depth (default: the student's depth)")
-    parser.add_argument('--backend', choices=['masked', 'spconv'], help='student backend')
+    parser.add_argument('--backend', choices=BACKENDS, help='student backend')
     parser.add_argument('--teacher-input-mode', choices=['full', 'masked'])
     parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                         help='student in channels-last memory format')

@@ -1,6 +1,6 @@
 """H-GKD training-step variants side by side in one process, alternated step by step.
 
-    python tools/analysis_tools/benchmark_variants.py [ITERS] [--out JSON]
+    python tools/analysis_tools/benchmark_variants.py [ITERS] [--variants a,b] [--out JSON]
 
 Paper config (``configs/pretrain/hgkd_r50.py``), batch 8, 224 px, float32, CPU, one
 thread, the config's optimizer and clipping; prints the process CPU time per step of each
@@ -8,8 +8,8 @@ variant and its speed relative to the shipped default. ``mask_every_conv`` resto
 earlier behaviour of multiplying every convolution's output by the mask. The ratio to
 mmpretrain's SparK + teacher comes from ``benchmark_pretrain.py --compare-spark``.
 """
+import argparse
 import copy
-import json
 import os.path as osp
 import sys
 
@@ -21,11 +21,10 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
 import hgkd_mm  # noqa: F401,E402
+from hgkd_mm.utils.cli import dump_json, positive_int  # noqa: E402
 
 MMLogger.get_instance('ab', log_level='WARNING')
 torch.set_num_threads(1)
-iters = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 5
-out = sys.argv[sys.argv.index('--out') + 1] if '--out' in sys.argv else None
 dev = torch.device('cpu')
 cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'hgkd_r50.py'))
 bench = bp.Bench(dev, torch.randn(8, 3, 224, 224), False, cfg.optim_wrapper.optimizer.to_dict(),
@@ -58,17 +57,31 @@ variants = {
     'mask_every_conv': (base_cfg, mask_every_conv),
     'channels_last': (with_(channels_last=True), None),
     'spconv': (with_(backbone__backend='spconv'), None),
+    'packed': (with_(backbone__backend='packed'), None),
+    'packed_channels_last': (with_(backbone__backend='packed', channels_last=True), None),
     'teacher_masked': (with_(teacher__input_mode='masked'), None),
 }
+parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+parser.add_argument('iters', nargs='?', type=positive_int, default=5, help='timed steps each')
+parser.add_argument('--variants', default=','.join(variants),
+                    help=f'comma-separated, from {",".join(variants)} (default: all; '
+                    'default is always run, as the reference)')
+parser.add_argument('--out', help='write the summaries as JSON here')
+args = parser.parse_args()
+chosen = ['default'] + [v for v in args.variants.split(',') if v and v != 'default']
+unknown = [v for v in chosen if v not in variants]
+if unknown:
+    parser.error(f'--variants: unknown {unknown}; known: {", ".join(variants)}')
 steps = {}
-for name, (model_cfg, patch) in variants.items():
+for name in chosen:
+    model_cfg, patch = variants[name]
     torch.manual_seed(0)
     model = bp.build_model(model_cfg, dev)
     if patch:
         model = patch(model)
     steps[name], _ = bench.step(name, model, (lambda m: lambda: m.loss(bench.inputs))(model))
     steps[name].run()
-for i in range(iters):
+for i in range(args.iters):
     for name in (list(steps) if i % 2 == 0 else list(reversed(steps))):
         steps[name].timed(dev)
 res = {k: s.summary(8, dev) for k, s in steps.items()}
@@ -76,6 +89,5 @@ base = res['default']['cpu_ms_median']
 for k, v in res.items():
     print(f"{k:16s} CPU s/step median {v['cpu_ms_median'] / 1e3:6.2f} (min {v['cpu_ms_min'] / 1e3:6.2f})"
           f"  speed vs default {base / v['cpu_ms_median']:.2f}x")
-if out:
-    with open(out, 'w') as f:
-        json.dump(res, f, indent=1)
+if args.out:
+    dump_json(args.out, res)

@@ -1,10 +1,12 @@
 """Count the ATen ops (on a GPU: kernel launches) and the memory traffic of one eager
 student step of an H-GKD config, next to a torchvision ResNet of the same depth.
 
-    python tools/analysis_tools/count_step_ops.py CONFIG [--batch-size 2] [--out counts.json]
+    python tools/analysis_tools/count_step_ops.py CONFIG [--batch-size 2] [--backend B] \
+        [--out counts.json]
 
 The step is the student's forward and backward on given teacher tokens, under bf16
-autocast (``--no-amp``: float32), on the CPU, with the masked norms in torch ops (Triton
+autocast (``--no-amp``: float32), on the CPU, with the config's student backend
+(``--backend`` another) and the masked norms in torch ops (Triton
 kernel launches are not ATen ops; ``tests/models/sparse/triton_norm_check.py`` counts
 those). The reference step is a torchvision ResNet's forward and backward on the same
 images. Views are not counted. Per-channel ops are those whose largest tensor has at most
@@ -30,6 +32,7 @@ from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import benchmark_pretrain as bench  # noqa: E402
+from hgkd_mm.models.backbones.sparse_resnet import BACKENDS  # noqa: E402
 from hgkd_mm.utils.cli import dump_json, image_size, positive_int  # noqa: E402
 
 VIEWS = {'view', '_unsafe_view', 'expand', 'permute', 'transpose', 't', 'slice', 'select',
@@ -109,6 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument('config', help='H-GKD pretraining config')
     parser.add_argument('--batch-size', type=positive_int, default=2)
     parser.add_argument('--img-size', type=image_size, help="default: the config's crop size")
+    parser.add_argument('--backend', choices=BACKENDS, help="student backend (default: the "
+                        "config's)")
     parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=True,
                         help='bf16 autocast (default on)')
     parser.add_argument('--out', help='write the counts as JSON here')
@@ -120,25 +125,26 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                      'stride): give --img-size')
     import hgkd_mm  # noqa: F401  registers the H-GKD modules
     MMLogger.get_instance(f'count_step_ops_{id(args)}', log_level='WARNING')
-    options = argparse.Namespace(backend=None, teacher_input_mode=None, channels_last=None,
+    options = argparse.Namespace(backend=args.backend, teacher_input_mode=None, channels_last=None,
                                  norm_impl='torch', compile_teacher=None)
     torch.manual_seed(0)
     model = bench.build_model(dict(bench.hgkd_model_cfg(cfg, options), compile=False),
                               torch.device('cpu'))
-    depth = model.backbone.depth
+    depth, backend = model.backbone.depth, model.backbone.backend
+    norms = 'masked norms in torch ops' if backend != 'packed' else 'BatchNorm2d on the tiles'
     resnet = getattr(torchvision.models, f'resnet{depth}')().train()
     resnet.avgpool, resnet.fc = nn.Identity(), nn.Identity()  # the student has no head
     rows = [
-        summarise('H-GKD student (masked norms in torch ops)',
+        summarise(f'H-GKD student ({backend} backend, {norms})',
                   lambda x: hgkd_step(model, x, args.amp), args.batch_size, img_size),
         summarise(f'torchvision resnet{depth}', lambda x: resnet_step(resnet, x, args.amp),
                   args.batch_size, img_size)]
     result = dict(config=args.config, batch_size=args.batch_size, img_size=img_size,
                   amp='bf16' if args.amp else 'fp32', rows=rows)
     print(f'batch {args.batch_size} | {img_size} px | {result["amp"]} | eager, CPU')
-    print(f'{"step":<42} {"ops":>7} {"per-channel":>12} {"MiB/img":>9}')
+    print(f'{"step":<58} {"ops":>7} {"per-channel":>12} {"MiB/img":>9}')
     for row in rows:
-        print(f'{row["name"]:<42} {row["ops"]:>7} {row["per_channel_ops"]:>12} '
+        print(f'{row["name"]:<58} {row["ops"]:>7} {row["per_channel_ops"]:>12} '
               f'{row["bytes_per_image"] / 2**20:>9.1f}')
     if args.out:
         dump_json(args.out, result)

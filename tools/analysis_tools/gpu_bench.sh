@@ -7,9 +7,11 @@
 #
 # Each compiled run compiles ResNet-50's step again (a minute or more): with a 10-minute
 # limit per call, split the default list, e.g.
-#   ITERS=10 WARMUP=3 RUNS="triton_check eager eager_triton eager_channels_last eager_triton_cl"
-#   ITERS=10 WARMUP=3 RUNS="compiled compiled_teacher compiled_cudagraphs compiled_combo"
-# (most telling first: if the call runs out of time, the runs before are in $OUT). The
+#   ITERS=10 WARMUP=3 RUNS="eager masked_eager eager_channels_last eager_triton triton_check"
+#   ITERS=10 WARMUP=3 RUNS="compiled masked_compiled compiled_cudagraphs compiled_combo"
+# (most telling first: if the call runs out of time, the runs before are in $OUT). Runs
+# without a backend in their name use the config's (packed since session 9); masked_* and
+# *_triton* (the Triton kernels are the masked backend's norms) use backend masked. The
 # channels-last effect on the compiled step is compiled_combo against compiled_teacher,
 # so the run "channels_last" (a compile of its own) is not in the default list.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
@@ -17,8 +19,8 @@
 #
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
 # ITERS (20), WARMUP (5), OUT, PROFILE (1: each run also writes a torch.profiler op table,
-# 3 more steps; 0: off), RUNS (in order; see the case list below; default: the Triton
-# check, then the eager and compiled variants of session 5).
+# 3 more steps; 0: off), RUNS (in order; see the case list below; default: the eager runs
+# and the Triton check, then the compiled runs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,11 +31,11 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-triton_check eager eager_triton eager_channels_last eager_triton_cl compiled \
-compiled_teacher compiled_cudagraphs compiled_combo}
-KNOWN_RUNS=" triton_check compiled eager eager_triton eager_channels_last eager_triton_cl \
-channels_last compiled_cudagraphs compiled_teacher compiled_combo compiled_autotune compiled_lamb \
-compiled_adamw teacher_masked spconv_eager "
+RUNS=${RUNS:-eager masked_eager eager_channels_last eager_triton triton_check compiled \
+masked_compiled compiled_cudagraphs compiled_combo}
+KNOWN_RUNS=" triton_check compiled eager masked_compiled masked_eager eager_triton \
+eager_channels_last eager_triton_cl channels_last compiled_cudagraphs compiled_teacher \
+compiled_combo compiled_autotune compiled_lamb compiled_adamw teacher_masked spconv_eager "
 if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
   echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
   exit 2
@@ -76,9 +78,12 @@ for name in $RUNS; do
       "$PY" tests/models/sparse/triton_norm_check.py cuda 2>&1 | tee "$OUT/triton_check.log" ;;
     compiled) run compiled ;;                  # default on CUDA: student under torch.compile
     eager) run eager --no-compile ;;
-    eager_triton) run eager_triton --no-compile --norm-impl triton ;;
+    masked_compiled) run masked_compiled --backend masked ;;  # the session-4 default
+    masked_eager) run masked_eager --backend masked --no-compile ;;
+    eager_triton) run eager_triton --backend masked --no-compile --norm-impl triton ;;
     eager_channels_last) run eager_channels_last --no-compile --channels-last ;;
-    eager_triton_cl) run eager_triton_cl --no-compile --norm-impl triton --channels-last ;;
+    eager_triton_cl)
+      run eager_triton_cl --backend masked --no-compile --norm-impl triton --channels-last ;;
     compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;
     compiled_teacher) run compiled_teacher --compile-teacher ;;
     compiled_combo)  # the two low-risk compiled options together

@@ -100,17 +100,24 @@ class HGKD(BaseSelfSupervisor):
             raise ValueError(f'input size {height}x{width} must be a multiple of {self.stride} '
                              '(the student stride); check the crop/resize size in the pipeline')
         h, w = height // self.stride, width // self.stride
-        keep = max(1, round(h * w * (1 - self.mask_ratio)))
+        keep = self.num_visible(h, w)
         noise = torch.rand(batch, h * w, device=inputs.device)
         visible_ids = noise.argsort(dim=1)[:, :keep]
         mask = torch.zeros(batch, h * w, dtype=torch.bool, device=inputs.device)
         return mask.scatter_(1, visible_ids, True).view(batch, h, w)
 
-    def extract_feat(self, inputs: Tensor, mask: Optional[Tensor] = None):
-        """Student stage features; ``mask=None`` means all visible."""
+    def num_visible(self, h: int, w: int) -> int:
+        """The visible cells per sample of a :meth:`mask` on an ``h x w`` grid."""
+        return max(1, round(h * w * (1 - self.mask_ratio)))
+
+    def extract_feat(self, inputs: Tensor, mask: Optional[Tensor] = None,
+                     num_visible: Optional[int] = None):
+        """Student stage features; ``mask=None`` means all visible. ``num_visible``: the
+        visible cells per sample, if known (the ``packed`` backend then reads no count
+        back to the host)."""
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return self.backbone(inputs, mask)
+        return self.backbone(inputs, mask, num_visible=num_visible)
 
     def loss(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
              **kwargs) -> Dict[str, Tensor]:
@@ -123,8 +130,9 @@ class HGKD(BaseSelfSupervisor):
 
     def student_loss(self, inputs: Tensor, mask: Tensor,
                      teacher_tokens: Tensor) -> Dict[str, Tensor]:
-        """Student encoder, densify + decode, head loss (the part that is compiled)."""
-        features = self.extract_feat(inputs, mask)
+        """Student encoder, densify + decode, head loss (the part that is compiled).
+        ``mask`` as :meth:`mask` makes it (its number of visible cells per sample)."""
+        features = self.extract_feat(inputs, mask, self.num_visible(*mask.shape[-2:]))
         decoded = self.neck(features, mask)
         return self.head.loss(decoded, teacher_tokens, mask)
 

@@ -1,6 +1,7 @@
 """Sparse ResNet student: mmpretrain's ResNet run with submanifold semantics."""
 from typing import Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -9,9 +10,9 @@ from mmpretrain.models.backbones import ResNet
 from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck
 from mmpretrain.registry import MODELS
 
-from ..sparse import MaskPyramid, SpconvConv2d, to_masked_norm
+from ..sparse import MaskPyramid, PackedLayout, SpconvConv2d, to_masked_norm
 
-BACKENDS = ('masked', 'spconv')
+BACKENDS = ('masked', 'packed', 'spconv')
 
 
 @MODELS.register_module()
@@ -23,8 +24,11 @@ class HGKDSparseResNet(ResNet):
 
     Args:
         depth (int): 18, 34, 50, 101 or 152.
-        backend (str): ``'masked'`` (dense conv times the mask) or ``'spconv'``
-            (real sparse convolution); both give the same features.
+        backend (str): ``'masked'`` (dense conv times the mask), ``'packed'`` (the
+            visible positions packed into tiles: 1x1 convs, norms and elementwise ops on
+            those only, other convs dense; needs the same number of visible cells in
+            every sample, see :mod:`..sparse.packed_ops`) or ``'spconv'`` (real sparse
+            convolution); all give the same features.
         norm_cfg (dict): ``dict(type='MaskedBatchNorm2d')`` or
             ``dict(type='MaskedSyncBatchNorm2d')``; plain ``BN``/``SyncBN``
             are accepted and mapped to these.
@@ -33,12 +37,16 @@ class HGKDSparseResNet(ResNet):
         zero_init_residual (bool): as in ResNet; off by default, as in SparK.
         norm_impl (str): the masked norms' training-mode implementation: ``'torch'``
             (default) or ``'triton'`` (fused norm + ReLU kernels for the eager path on a
-            GPU; see :class:`MaskedBatchNorm2d`). Same results.
+            GPU; see :class:`MaskedBatchNorm2d`). Same results. The ``packed`` backend
+            has no masked norms (``BatchNorm2d`` over the packed positions) and takes
+            ``'torch'`` only.
         **kwargs: other :class:`mmpretrain.models.ResNet` arguments.
 
     Forward:
         ``inputs (B, 3, H, W)`` with ``H, W`` multiples of 32, ``mask (B, H/32, W/32)``
-        bool (True = visible) or None (all visible). Returns a tuple of
+        bool (True = visible) or None (all visible), and for ``packed`` optionally
+        ``num_visible``, the visible cells per sample (checked on the device; without it
+        the ``packed`` backend counts them on the host). Returns a tuple of
         ``(B, C_i, H/s_i, W/s_i)`` features, zero at masked positions.
     """
     stride = 32
@@ -53,6 +61,10 @@ class HGKDSparseResNet(ResNet):
                  **kwargs):
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        if backend == 'packed' and norm_impl != 'torch':
+            raise ValueError(f"norm_impl={norm_impl!r} is for the masked norms of "
+                             "backend='masked'; backend='packed' normalises with BatchNorm2d "
+                             "(norm_impl='torch')")
         for option in ('deep_stem', 'avg_down', 'with_cp'):
             if kwargs.get(option):
                 raise ValueError(f'HGKDSparseResNet uses the standard ResNet; {option}=True '
@@ -88,15 +100,19 @@ class HGKDSparseResNet(ResNet):
                          zip(x.shape[-2:], conv.padding, conv.kernel_size, conv.stride))
         return self.spconv_conv(conv, x, masks.at(x), masks.of_size(out_size, x.dtype))
 
+    @staticmethod
+    def block_layers(block: nn.Module):
+        """``[(conv, norm), ...]`` of mmpretrain's BasicBlock/Bottleneck, in order."""
+        if isinstance(block, Bottleneck):
+            return [(block.conv1, block.norm1), (block.conv2, block.norm2),
+                    (block.conv3, block.norm3)]
+        if isinstance(block, BasicBlock):
+            return [(block.conv1, block.norm1), (block.conv2, block.norm2)]
+        raise TypeError(f'unsupported ResNet block {type(block).__name__}')
+
     def run_block(self, block: nn.Module, x: Tensor, masks: MaskPyramid) -> Tensor:
         """The forward of mmpretrain's BasicBlock/Bottleneck, with the mask."""
-        if isinstance(block, Bottleneck):
-            layers = [(block.conv1, block.norm1), (block.conv2, block.norm2),
-                      (block.conv3, block.norm3)]
-        elif isinstance(block, BasicBlock):
-            layers = [(block.conv1, block.norm1), (block.conv2, block.norm2)]
-        else:
-            raise TypeError(f'unsupported ResNet block {type(block).__name__}')
+        layers = self.block_layers(block)
         out = x
         for i, (conv, norm) in enumerate(layers):
             out = self.sparse_conv(conv, out, masks, masked_norm_next=True)
@@ -108,7 +124,54 @@ class HGKDSparseResNet(ResNet):
             identity = down_norm(identity, masks.at(identity))
         return F.relu(block.drop_path(out) + identity)
 
-    def forward(self, inputs: Tensor, mask: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
+    @staticmethod
+    def packed_conv(conv: nn.Conv2d, x: Tensor, size: Tuple[int, int],
+                    layout: PackedLayout) -> Tuple[Tensor, Tuple[int, int]]:
+        """Sparse ``conv`` of the packed ``x`` (dense size ``size``): the packed output and
+        its dense size. A 1x1 conv runs on the tiles; others run dense in between a
+        scatter and a gather."""
+        stride = conv.stride[0]
+        if (conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.stride[1] == stride
+                and layout.tile(size) % stride == 0):
+            return conv(x), (size[0] // stride, size[1] // stride)
+        out = conv(layout.scatter(x, size))
+        return layout.gather(out), tuple(out.shape[-2:])
+
+    def run_block_packed(self, block: nn.Module, x: Tensor, size: Tuple[int, int],
+                         layout: PackedLayout) -> Tuple[Tensor, Tuple[int, int]]:
+        """:meth:`run_block` on packed features: ``(output, its dense size)``."""
+        layers = self.block_layers(block)
+        out, out_size = x, size
+        for i, (conv, norm) in enumerate(layers):
+            out, out_size = self.packed_conv(conv, out, out_size, layout)
+            out = norm(out, relu=i < len(layers) - 1)  # BatchNorm2d over visible positions
+        identity = x
+        if block.downsample is not None:
+            down_conv, down_norm = block.downsample
+            identity = down_norm(self.packed_conv(down_conv, x, size, layout)[0])
+        return F.relu(block.drop_path(out) + identity, inplace=True), out_size
+
+    def forward_packed(self, x: Tensor, mask: Tensor,
+                       num_visible: Optional[int]) -> Tuple[Tensor, ...]:
+        """The ``packed`` backend's forward of the masked image ``x``."""
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = PackedLayout(mask, num_visible, channels_last)
+        x = self.conv1(x)
+        size = tuple(x.shape[-2:])
+        x = self.norm1(layout.gather(x), relu=True)
+        x = self.maxpool(layout.scatter(x, size))
+        size = tuple(x.shape[-2:])
+        x = layout.gather(x)
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            for block in getattr(self, layer_name):
+                x, size = self.run_block_packed(block, x, size, layout)
+            if i in self.out_indices:
+                outs.append(layout.scatter(x, size))
+        return tuple(outs)
+
+    def forward(self, inputs: Tensor, mask: Optional[Tensor] = None,
+                num_visible: Optional[int] = None) -> Tuple[Tensor, ...]:
         batch, _, height, width = inputs.shape
         if height % self.stride or width % self.stride:
             raise ValueError(f'input size {height}x{width} must be a multiple of {self.stride} '
@@ -116,11 +179,14 @@ class HGKDSparseResNet(ResNet):
         if mask is None:
             mask = inputs.new_ones(batch, height // self.stride, width // self.stride,
                                    dtype=bool)
+            num_visible = mask[0].numel()
         elif tuple(mask.shape) != (batch, height // self.stride, width // self.stride):
             raise ValueError(f'mask shape {tuple(mask.shape)} must be (B, H/32, W/32) = '
                              f'{(batch, height // self.stride, width // self.stride)}')
         masks = MaskPyramid(mask)
         x = inputs * masks.at(inputs)
+        if self.backend == 'packed':
+            return self.forward_packed(x, mask, num_visible)
         x = self.sparse_conv(self.conv1, x, masks, masked_norm_next=True)
         x = self.norm1(x, masks.at(x), relu=True)
         x = self.maxpool(x)

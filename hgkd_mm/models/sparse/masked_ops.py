@@ -15,7 +15,7 @@ from torch import Tensor
 from mmpretrain.registry import MODELS
 
 from . import triton_norm
-from .norm_terms import backward_terms, scale_shift, stats_from_sums
+from .norm_terms import backward_terms, distributed_sync, scale_shift, stats_from_sums
 
 
 class MaskPyramid:
@@ -48,8 +48,9 @@ class MaskPyramid:
         return self._cache[key]
 
 
-def masked_bn_stats(x: Tensor, mask: Tensor, sync: bool):
-    """Mean and biased variance per channel over visible positions.
+def masked_bn_stats(x: Tensor, mask: Optional[Tensor], sync: bool):
+    """Mean and biased variance per channel over visible positions (all positions
+    when ``mask`` is None).
 
     Needs ``x`` to be zero at masked positions. Three sums (sum, sum of squares,
     count) are all that crosses processes for SyncBN, in one all-reduce.
@@ -61,7 +62,11 @@ def masked_bn_stats(x: Tensor, mask: Tensor, sync: bool):
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     total = torch.sum(x, dim=(0, 2, 3), dtype=acc)
     squares = torch.linalg.vector_norm(x, 2, dim=(0, 2, 3), dtype=acc).square()
-    return stats_from_sums(total, squares, torch.sum(mask, dtype=acc).reshape(1), sync)
+    if mask is None:
+        count = x.new_full((1, ), x.numel() // x.shape[1], dtype=acc)
+    else:
+        count = torch.sum(mask, dtype=acc).reshape(1)
+    return stats_from_sums(total, squares, count, sync)
 
 
 class _MaskedBatchNormTrain(torch.autograd.Function):
@@ -73,18 +78,21 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
 
     Forward: ``x (B, C, H, W)`` (any values where ``mask (B, 1, H, W)`` is 0: the mask is
     applied here, so a sparse conv before the norm can skip its own mask multiply and its
-    backward). Returns the output and, not differentiable, ``mean``, ``var`` and ``count``
-    (for the running statistics).
+    backward; None: all positions are visible). Returns the output and, not
+    differentiable, ``mean``, ``var`` and ``count`` (for the running statistics).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, mask: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                eps: float, sync: bool):
-        x = x * mask
+    def forward(ctx, x: Tensor, mask: Optional[Tensor], weight: Optional[Tensor],
+                bias: Optional[Tensor], eps: float, sync: bool):
+        if mask is not None:
+            x = x * mask
         mean, var, count = masked_bn_stats(x, mask, sync)
         invstd = torch.rsqrt(var + eps)
         scale, shift = scale_shift(mean, invstd, weight, bias, x.dtype)
-        out = torch.addcmul(shift, x, scale).mul_(mask)
+        out = torch.addcmul(shift, x, scale)
+        if mask is not None:
+            out.mul_(mask)
         ctx.save_for_backward(x, mask, weight, mean, invstd, count)
         ctx.sync = sync
         ctx.mark_non_differentiable(mean, var, count)
@@ -96,13 +104,16 @@ class _MaskedBatchNormTrain(torch.autograd.Function):
         x, mask, weight, mean, invstd, count = ctx.saved_tensors
         acc = mean.dtype
         # x is zero where masked: sum(g * x) needs no mask, the sum of g does
-        local = torch.stack([torch.sum(grad_out * mask, dim=(0, 2, 3), dtype=acc),
+        visible_grad = grad_out if mask is None else grad_out * mask
+        local = torch.stack([torch.sum(visible_grad, dim=(0, 2, 3), dtype=acc),
                              torch.sum(grad_out * x, dim=(0, 2, 3), dtype=acc)])
         gain, coef_x, coef_one, param_grads = backward_terms(local, mean, invstd, weight, count,
                                                              ctx.sync)
         shape = (1, -1, 1, 1)
         grad_x = torch.addcmul(coef_one.to(x.dtype).view(shape), grad_out,
-                               gain.to(x.dtype).view(shape)).mul_(mask)
+                               gain.to(x.dtype).view(shape))
+        if mask is not None:
+            grad_x.mul_(mask)
         grad_x.addcmul_(x, coef_x.to(x.dtype).view(shape))
         return (grad_x, None) + param_grads + (None, None)
 
@@ -118,7 +129,10 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
 
     Forward: ``x (B, C, H, W)``, ``mask (B, 1, H, W)``; the values of ``x`` at masked
     positions do not matter (they are zeroed here, also in the gradient). ``relu=True``
-    applies a ReLU to the output (fused into the kernels with ``impl='triton'``).
+    applies a ReLU to the output (fused into the kernels with ``impl='triton'``). Without
+    a mask every position is visible (the ``packed`` backend's tiles): ``nn.BatchNorm2d``,
+    except that :class:`MaskedSyncBatchNorm2d` all-reduces its sums when training with
+    other processes.
 
     Attributes:
         impl (str): ``'torch'`` (default) or ``'triton'``: the training-mode statistics,
@@ -129,13 +143,13 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     impl = 'torch'
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, relu: bool = False) -> Tensor:
-        if mask is None:
-            out = super().forward(x)
-            return F.relu(out) if relu else out
+        if mask is None and not (self.training and distributed_sync(self.sync)):
+            out = super().forward(x)  # every position is visible
+            return F.relu(out, inplace=True) if relu else out
         weight, bias = (self.weight, self.bias) if self.affine else (None, None)
         if self.training or not self.track_running_stats:
             update = self.training and self.track_running_stats
-            if self.impl == 'triton' and triton_norm.usable_for(x):
+            if self.impl == 'triton' and mask is not None and triton_norm.usable_for(x):
                 # the kernels update the running statistics too (not with momentum=None:
                 # its cumulative average reads the batch count on the host)
                 running = ((self.running_mean, self.running_var, self.momentum)

@@ -28,10 +28,12 @@ def test_auto_is_eager_on_cpu():
     assert callable(model.compile)  # nn.Module.compile() is not shadowed by the option
 
 
-def test_compiled_step_equals_eager():
+@pytest.mark.parametrize('backend', ['masked', 'packed'])
+def test_compiled_step_equals_eager(backend):
     inputs = torch.randn(2, 3, 64, 64)
-    eager_loss, eager_grads = step(build(compile=False), inputs)
-    model = build(compile=dict(backend='aot_eager', fullgraph=True))
+    backbone = dict(type='HGKDSparseResNet', depth=18, backend=backend)
+    eager_loss, eager_grads = step(build(compile=False, backbone=backbone), inputs)
+    model = build(compile=dict(backend='aot_eager', fullgraph=True), backbone=backbone)
     loss, grads = step(model, inputs)
     assert model._student_step != model.student_loss  # the compiled function is in use
     assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)

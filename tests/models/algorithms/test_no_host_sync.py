@@ -1,6 +1,7 @@
 """The default H-GKD training step (model loss, backward, clipping, ForeachLamb) has no op
 that makes a GPU wait for the host: no ``.item()``, ``nonzero``, boolean indexing or
 tensor truth test. Checked on the CPU by recording every ATen op of the step."""
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -28,8 +29,10 @@ def syncing(ops):
     return sorted(op for op in ops if op.startswith(SYNCING_OPS))
 
 
-def test_training_step_has_no_host_sync():
-    model = build(compile=False)
+@pytest.mark.parametrize('backend', ['masked', 'packed'])
+def test_training_step_has_no_host_sync(backend):
+    model = build(compile=False, backbone=dict(type='HGKDSparseResNet', depth=18,
+                                               backend=backend))
     model.train()
     optimizer = ForeachLamb(model.parameters(), lr=1e-3, weight_decay=0.04)
     inputs = torch.randn(2, 3, 64, 64)

@@ -29,13 +29,13 @@ def assert_rel_close(a, b, rel):
     assert err < rel, f'relative error {err:.3g} >= {rel}'
 
 
-@pytest.mark.parametrize('depth', [18, 50])
-def test_matches_mmpretrain_sparse_resnet_float64(depth):
+@pytest.mark.parametrize('depth,backend', [(18, 'masked'), (50, 'masked'), (50, 'packed')])
+def test_matches_mmpretrain_sparse_resnet_float64(depth, backend):
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         reference = SparseResNet(depth, out_indices=(0, 1, 2, 3),
                                  norm_cfg=dict(type='SparseBatchNorm2d')).double()
     randomize_norms(reference)
-    student = HGKDSparseResNet(depth).double()
+    student = HGKDSparseResNet(depth, backend=backend).double()
     student.load_state_dict(reference.state_dict(), strict=True)
     reference.train(), student.train()
 
@@ -58,8 +58,9 @@ def test_matches_mmpretrain_sparse_resnet_float64(depth):
         assert_rel_close(state[key], ref_state[key], 1e-9)
 
 
-@pytest.mark.parametrize('train', [False, True])
-def test_all_visible_equals_dense_resnet(train):
+@pytest.mark.parametrize('train,backend', [(False, 'masked'), (True, 'masked'),
+                                           (True, 'packed')])
+def test_all_visible_equals_dense_resnet(train, backend):
     dense = ResNet(50, out_indices=(0, 1, 2, 3)).double()
     randomize_norms(dense)
     for name, buf in dense.named_buffers():
@@ -67,7 +68,7 @@ def test_all_visible_equals_dense_resnet(train):
             buf.uniform_(0.5, 2)
         elif name.endswith('running_mean'):
             buf.normal_(0, 0.1)
-    student = HGKDSparseResNet(50).double()
+    student = HGKDSparseResNet(50, backend=backend).double()
     student.load_state_dict(dense.state_dict(), strict=True)
     dense.train(train), student.train(train)
     inputs = torch.randn(2, 3, 64, 96, dtype=torch.float64)
