@@ -26,7 +26,8 @@ class PackedLayout:
         mask_grid (Tensor): ``(B, h, w)`` bool, True = visible.
         num_visible (int, optional): visible cells per sample. Given, it is checked on the
             device (no host synchronisation); None: counted on the host.
-        channels_last (bool): scatter to channels-last dense maps.
+        channels_last (bool): gather to channels-last tiles and scatter to channels-last
+            dense maps.
     """
 
     def __init__(self, mask_grid: Tensor, num_visible: Optional[int] = None,
@@ -71,10 +72,15 @@ class PackedLayout:
         return self._index[size]
 
     def gather(self, x: Tensor) -> Tensor:
-        """Dense ``(B, C, H, W)`` -> packed ``(B, C, k f, f)``."""
+        """Dense ``(B, C, H, W)`` -> packed ``(B, C, k f, f)`` (channels-last with
+        ``channels_last``)."""
         batch, channels = x.shape[:2]
         index = self.index(x.shape[-2:])
-        packed = x.flatten(2).gather(2, index.expand(batch, channels, -1))
+        if self.channels_last:  # gather whole rows of channels: (B, n, C)
+            packed = x.flatten(2).transpose(1, 2).gather(
+                1, index.transpose(1, 2).expand(batch, -1, channels)).transpose(1, 2)
+        else:
+            packed = x.flatten(2).gather(2, index.expand(batch, channels, -1))
         return packed.view(batch, channels, -1, self.tile(x.shape[-2:]))
 
     def scatter(self, x: Tensor, size: Tuple[int, int]) -> Tensor:

@@ -70,8 +70,12 @@ def test_layout_round_trip_keeps_visible_positions():
     assert packed.shape == (2, 5, 2 * 8, 8)
     visible = mask.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None]
     assert torch.equal(layout.scatter(packed, (16, 24)), x * visible)
-    cl = PackedLayout(mask, num_visible=2, channels_last=True).scatter(packed, (16, 24))
-    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, x * visible)
+    channels_last = PackedLayout(mask, num_visible=2, channels_last=True)
+    tiles = channels_last.gather(x.contiguous(memory_format=torch.channels_last))
+    assert tiles.is_contiguous(memory_format=torch.channels_last) and torch.equal(tiles, packed)
+    dense = channels_last.scatter(tiles, (16, 24))
+    assert dense.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(dense, x * visible)
 
 
 def test_bad_masks_and_options_are_named():
