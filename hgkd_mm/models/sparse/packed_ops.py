@@ -42,9 +42,10 @@ class PackedLayout:
             num_visible = counts.pop()
         elif not 0 < num_visible <= h * w:
             raise ValueError(f'num_visible must be in [1, {h * w}], got {num_visible}')
-        torch._assert_async(torch.all(flat.sum(1) == num_visible),
-                            f"backend='packed': every sample of the mask must have "
-                            f'num_visible={num_visible} visible cells')
+        else:  # checked on the device: the host does not wait for it
+            torch._assert_async(torch.all(flat.sum(1) == num_visible),
+                                f"backend='packed': every sample of the mask must have "
+                                f'num_visible={num_visible} visible cells')
         # the visible cells of each sample, in grid order
         self.cells = flat.to(torch.uint8).argsort(dim=1, descending=True,
                                                   stable=True)[:, :num_visible]
