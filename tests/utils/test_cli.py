@@ -81,3 +81,11 @@ def test_benchmarks_refuse_a_config_that_is_not_hgkd(name):
                 'spark_resnet18_1xb32-6e_imagenet-sample-128px.py')
     with pytest.raises(SystemExit, match="is not an H-GKD config: its model.type is 'SparK'"):
         load_tool(name).main([spark, '--batch-size', '1'])
+
+
+def test_benchmark_refuses_triton_norms_without_the_masked_backend():
+    """The paper config's backend is packed, whose norms are BatchNorm2d: stopped before any
+    model is built, with the option to add."""
+    paper = str(TOOLS.parents[1] / 'configs' / 'pretrain' / 'hgkd_r50.py')
+    with pytest.raises(SystemExit, match="--norm-impl triton.*'packed': add --backend masked"):
+        load_tool('benchmark_pretrain').main([paper, '--norm-impl', 'triton'])

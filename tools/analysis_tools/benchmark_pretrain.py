@@ -408,6 +408,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     # a new current logger at WARNING: init_weights() logs every tensor at INFO
     MMLogger.get_instance(f'benchmark_pretrain_{time.time_ns()}', log_level='WARNING')
     cfg = hgkd_config(args.config, args.cfg_options)
+    backend = args.backend or cfg.model.backbone.get('backend', 'masked')
+    if args.norm_impl == 'triton' and backend != 'masked':
+        raise SystemExit(f'--norm-impl triton: the Triton kernels are the masked norms of '
+                         f"backend 'masked', and {args.config} uses '{backend}': add "
+                         '--backend masked')
     img_size = args.img_size or crop_size(cfg)
     torch.manual_seed(args.seed)
     clip_grad = cfg.optim_wrapper.get('clip_grad')
