@@ -34,15 +34,16 @@ class PackedLayout:
                  channels_last: bool = False):
         batch, h, w = mask_grid.shape
         flat = mask_grid.flatten(1)
-        if num_visible is None:
+        given = num_visible is not None
+        if not given:
             counts = set(flat.sum(1).tolist())
             if len(counts) != 1:
                 raise ValueError("backend='packed' needs the same number of visible cells in "
                                  f'every sample of the mask, got {sorted(counts)}')
             num_visible = counts.pop()
-        elif not 0 < num_visible <= h * w:
+        if not 0 < num_visible <= h * w:
             raise ValueError(f'num_visible must be in [1, {h * w}], got {num_visible}')
-        else:  # checked on the device: the host does not wait for it
+        if given:  # checked on the device: the host does not wait for it
             torch._assert_async(torch.all(flat.sum(1) == num_visible),
                                 f"backend='packed': every sample of the mask must have "
                                 f'num_visible={num_visible} visible cells')

@@ -88,5 +88,7 @@ def test_bad_masks_and_options_are_named():
         packed(inputs, unequal, num_visible=2)
     with pytest.raises(ValueError, match='num_visible must be in \\[1, 4\\]'):
         packed(inputs, unequal, num_visible=0)
+    with pytest.raises(ValueError, match='num_visible must be in \\[1, 4\\], got 0'):
+        packed(inputs, torch.zeros(2, 2, 2, dtype=torch.bool))  # nothing visible
     with pytest.raises(ValueError, match="norm_impl='triton'.*backend='packed'"):
         HGKDSparseResNet(18, backend='packed', norm_impl='triton')
