@@ -234,3 +234,15 @@ esac
         'compiled_combo': prefix + 'compiled, teacher compiled, norm torch, channels_last, '
                                    'backend packed, ForeachLamb',
     }
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--variants', 'masked,bogus'], "--variants: unknown ['bogus']"),
+    (['0'], 'argument iters'),
+])
+def test_benchmark_variants_names_bad_arguments_before_building(args, message):
+    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'benchmark_variants.py')
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert message in result.stderr
