@@ -35,7 +35,7 @@ model = dict(
     compile='auto',  # torch.compile of the student's step on CUDA (eager fallback); False: off
     backbone=dict(
         # 'packed': 1x1 convs, norms and elementwise ops on the visible positions only
-        # (1.22x the step of 'masked' on the CPU; docs/benchmarks.md, "Defaults and why")
+        # (1.22x-1.26x the step of 'masked' on the CPU; docs/benchmarks.md, "Defaults and why")
         type='HGKDSparseResNet', depth=50, backend='packed', out_indices=(0, 1, 2, 3),
         norm_cfg=dict(type='MaskedSyncBatchNorm2d'), drop_path_rate=0.05),
     neck=dict(
