@@ -10,22 +10,11 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.optim.optimizer import amp_optimizer_wrapper
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from hgkd_mm.engine import DeferredGradNormHook, ForeachLamb
 
+from op_record import RecordOps
 from test_optim_constructor import ROOT
-
-
-class RecordOps(TorchDispatchMode):
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
 
 
 def net():

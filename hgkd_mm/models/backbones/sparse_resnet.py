@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
 from torch import Tensor
 
 from mmpretrain.models.backbones import ResNet
@@ -13,6 +14,18 @@ from mmpretrain.registry import MODELS
 from ..sparse import MaskPyramid, PackedLayout, SpconvConv2d, to_masked_norm
 
 BACKENDS = ('masked', 'packed', 'spconv')
+
+
+def add_residual(drop_path: nn.Module, out: Tensor, identity: Tensor) -> Tensor:
+    """``drop_path(out) + identity``. mmcv's training-mode ``DropPath`` computes
+    ``out / keep * floor(keep + u)`` and the sum in three passes over ``out``; here the same
+    draw ``u`` scales ``out`` inside one ``addcmul`` (forward and backward)."""
+    if not (isinstance(drop_path, DropPath) and drop_path.training and drop_path.drop_prob > 0):
+        return drop_path(out) + identity
+    keep = 1 - drop_path.drop_prob
+    shape = (out.shape[0], ) + (1, ) * (out.ndim - 1)
+    kept = torch.rand(shape, dtype=out.dtype, device=out.device).add_(keep).floor_()  # 0 or 1
+    return torch.addcmul(identity, out, kept, value=1 / keep)
 
 
 @MODELS.register_module()
@@ -122,7 +135,7 @@ class HGKDSparseResNet(ResNet):
             down_conv, down_norm = block.downsample
             identity = self.sparse_conv(down_conv, x, masks, masked_norm_next=True)
             identity = down_norm(identity, masks.at(identity))
-        return F.relu(block.drop_path(out) + identity)
+        return F.relu(add_residual(block.drop_path, out, identity))
 
     @staticmethod
     def packed_conv(conv: nn.Conv2d, x: Tensor, size: Tuple[int, int],
@@ -149,7 +162,7 @@ class HGKDSparseResNet(ResNet):
         if block.downsample is not None:
             down_conv, down_norm = block.downsample
             identity = down_norm(self.packed_conv(down_conv, x, size, layout)[0])
-        return F.relu(block.drop_path(out) + identity, inplace=True), out_size
+        return F.relu(add_residual(block.drop_path, out, identity), inplace=True), out_size
 
     def forward_packed(self, x: Tensor, mask: Tensor,
                        num_visible: Optional[int]) -> Tuple[Tensor, ...]:

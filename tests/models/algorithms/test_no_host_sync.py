@@ -3,10 +3,10 @@ that makes a GPU wait for the host: no ``.item()``, ``nonzero``, boolean indexin
 tensor truth test. Checked on the CPU by recording every ATen op of the step."""
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from hgkd_mm.engine import ForeachLamb
 
+from op_record import RecordOps
 from test_hgkd import build
 
 # ops whose result size or value the host must read from the device
@@ -14,19 +14,8 @@ SYNCING_OPS = ('aten._local_scalar_dense', 'aten.item', 'aten.is_nonzero', 'aten
                'aten.masked_select', 'aten.equal', 'aten.unique', 'aten._unique')
 
 
-class RecordOps(TorchDispatchMode):
-
-    def __init__(self):
-        super().__init__()
-        self.ops = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 def syncing(ops):
-    return sorted(op for op in ops if op.startswith(SYNCING_OPS))
+    return sorted(op for op in set(ops) if op.startswith(SYNCING_OPS))
 
 
 @pytest.mark.parametrize('backend', ['masked', 'packed'])

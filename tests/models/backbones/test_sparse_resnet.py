@@ -1,6 +1,7 @@
 """The sparse student against mmpretrain's own SparseResNet and dense ResNet."""
 import pytest
 import torch
+from mmcv.cnn.bricks import DropPath
 from mmengine.registry import DefaultScope
 
 from mmpretrain.models.backbones import ResNet, SparseResNet
@@ -61,19 +62,36 @@ def test_matches_mmpretrain_sparse_resnet_float64(depth, backend):
 @pytest.mark.parametrize('train,backend', [(False, 'masked'), (True, 'masked'),
                                            (True, 'packed')])
 def test_all_visible_equals_dense_resnet(train, backend):
-    dense = ResNet(50, out_indices=(0, 1, 2, 3)).double()
+    # with mmcv's DropPath in training: the student scales the same draws in its residual add
+    drop = dict(drop_path_rate=0.2) if train else {}
+    dense = ResNet(50, out_indices=(0, 1, 2, 3), **drop).double()
     randomize_norms(dense)
     for name, buf in dense.named_buffers():
         if name.endswith('running_var'):
             buf.uniform_(0.5, 2)
         elif name.endswith('running_mean'):
             buf.normal_(0, 0.1)
-    student = HGKDSparseResNet(50, backend=backend).double()
+    student = HGKDSparseResNet(50, backend=backend, **drop).double()
     student.load_state_dict(dense.state_dict(), strict=True)
     dense.train(train), student.train(train)
-    inputs = torch.randn(2, 3, 64, 96, dtype=torch.float64)
-    for g, e in zip(student(inputs), dense(inputs)):
+    inputs = torch.randn(4, 3, 64, 96, dtype=torch.float64)
+    results = []
+    for model in (student, dense):
+        x = inputs.clone().requires_grad_()
+        torch.manual_seed(2)  # the same drop-path draws
+        outs = model(x)
+        torch.autograd.backward(outs, [o.detach().cos() for o in outs])
+        results.append((outs, x.grad))
+    (outs, dx), (ref_outs, ref_dx) = results
+    for g, e in zip(outs, ref_outs):
         assert_rel_close(g, e, 1e-9)
+    assert_rel_close(dx, ref_dx, 1e-9)
+    if train:  # the draws dropped paths: without them the output differs
+        for module in dense.modules():
+            if isinstance(module, DropPath):
+                module.eval()
+        torch.manual_seed(2)
+        assert not torch.allclose(dense(inputs)[-1], ref_outs[-1])
 
 
 def test_masked_positions_are_zero_and_inference_works_without_setup():
