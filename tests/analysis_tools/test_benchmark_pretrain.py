@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 import torch
@@ -141,9 +142,12 @@ def test_profile_writes_the_op_table(tool, tmp_path):
 @pytest.mark.parametrize('settings, message', [
     (dict(RUNS='eager bogus'), "RUNS: unknown run 'bogus'"),
     (dict(PROFILE='yes'), "PROFILE must be 0 or 1, got 'yes'"),
+    (dict(BUNDLE='results.zip'), "BUNDLE must be a .tgz path outside OUT"),
+    (dict(BUNDLE='{out}/all.tgz'), "BUNDLE must be a .tgz path outside OUT"),
 ])
 def test_gpu_bench_rejects_bad_settings_before_installing(tmp_path, settings, message):
     script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
+    settings = {k: v.format(out=tmp_path / 'out') for k, v in settings.items()}
     env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', **settings)
     result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
                             timeout=60)
@@ -198,8 +202,9 @@ esac
     out = tmp_path / 'out'
     runs = ('triton_check eager masked_eager eager_triton eager_triton_cl compiled '
             'masked_compiled compiled_cudagraphs compiled_combo')
+    bundle = tmp_path / 'bundle.tgz'
     env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
-               WARMUP='2')
+               WARMUP='2', BUNDLE=str(bundle))
     result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -219,6 +224,10 @@ esac
 
     table = (out / 'table.md').read_text()
     assert table in result.stdout
+    with tarfile.open(bundle) as packed:  # everything OUT holds, in one file
+        assert set(packed.getnames()) == {'.'} | {f'./{p.name}' for p in out.iterdir()}
+        assert packed.extractfile('./table.md').read().decode() == table
+    assert not os.path.exists(f'{bundle}.part')
     rows = {line.split('|')[1].strip(): line.split('|')[3].strip()
             for line in table.splitlines()[2:]}
     prefix = 'batch 128, bf16, '

@@ -7,9 +7,15 @@
 #
 # Each compiled run compiles ResNet-50's step again (a minute or more): with a 10-minute
 # limit per call, split the default list, e.g.
-#   ITERS=10 WARMUP=3 RUNS="eager masked_eager eager_channels_last eager_triton triton_check"
-#   ITERS=10 WARMUP=3 RUNS="compiled masked_compiled compiled_cudagraphs compiled_combo"
-# (most telling first: if the call runs out of time, the runs before are in $OUT). Runs
+#   ITERS=10 WARMUP=3 RUNS="compiled eager masked_compiled masked_eager"
+#   ITERS=10 WARMUP=3 RUNS="eager_channels_last compiled_combo compiled_cudagraphs \
+#     eager_triton triton_check"
+# (the issue's goals for both backends first, then the options: if the call runs out of
+# time, the runs before are done). The device tool brings back 8 files of its $OUT, and
+# each run writes 3: there, set BUNDLE to a .tgz under the tool's $OUT and OUT elsewhere,
+#   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench RUNS=... bash tools/analysis_tools/gpu_bench.sh
+# and the script packs OUT into BUNDLE after each run (so a killed call keeps the runs
+# done before). Runs
 # without a backend in their name use the config's (packed since session 9); masked_* and
 # *_triton* (the Triton kernels are the masked backend's norms) use backend masked. The
 # channels-last effect on the compiled step is compiled_combo against compiled_teacher,
@@ -19,8 +25,8 @@
 #
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
 # ITERS (20), WARMUP (5), OUT, PROFILE (1: each run also writes a torch.profiler op table,
-# 3 more steps; 0: off), RUNS (in order; see the case list below; default: the eager runs
-# and the Triton check, then the compiled runs).
+# 3 more steps; 0: off), RUNS (in order; see the case list below; default: the two lists
+# above), BUNDLE (a .tgz path outside OUT, refreshed with OUT's files after each run).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,8 +37,9 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-eager masked_eager eager_channels_last eager_triton triton_check compiled \
-masked_compiled compiled_cudagraphs compiled_combo}
+RUNS=${RUNS:-compiled eager masked_compiled masked_eager eager_channels_last compiled_combo \
+compiled_cudagraphs eager_triton triton_check}
+BUNDLE=${BUNDLE:-}
 KNOWN_RUNS=" triton_check compiled eager masked_compiled masked_eager eager_triton \
 eager_channels_last eager_triton_cl channels_last compiled_cudagraphs compiled_teacher \
 compiled_combo compiled_autotune compiled_lamb compiled_adamw teacher_masked spconv_eager "
@@ -46,7 +53,16 @@ for name in $RUNS; do  # before installing anything: device time is scarce
     exit 2
   fi
 done
+if [[ -n "$BUNDLE" && ( "$BUNDLE" != *.tgz ||
+      "$(realpath -m "$BUNDLE")" == "$(realpath -m "$OUT")"/* ) ]]; then
+  echo "BUNDLE must be a .tgz path outside OUT ($OUT), got '$BUNDLE'" >&2
+  exit 2
+fi
 mkdir -p "$OUT"
+bundle() {  # OUT's files into BUNDLE, replaced whole: a killed call keeps the last one
+  [[ -z "$BUNDLE" ]] && return
+  tar czf "$BUNDLE.part" -C "$OUT" . && mv "$BUNDLE.part" "$BUNDLE"
+}
 
 if compgen -G "wheels/*.whl" > /dev/null; then
   "$PY" -m pip install --no-index --no-deps wheels/*.whl || exit 1
@@ -59,6 +75,7 @@ fi
 "$PY" -c "import hgkd_mm, mmpretrain, torch; print('hgkd_mm', hgkd_mm.__version__, 'mmpretrain', \
 mmpretrain.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 { nvidia-smi; "$PY" -m pip list 2>/dev/null; } > "$OUT/env.txt" 2>&1
+bundle
 
 run() {  # name, extra options
   local name=$1
@@ -104,10 +121,12 @@ for name in $RUNS; do
       fi ;;
     *) echo "RUNS: '$name' is in KNOWN_RUNS but has no case here" >&2; exit 2 ;;
   esac
+  bundle
 done
-echo "results in $OUT"
+echo "results in $OUT${BUNDLE:+ and $BUNDLE}"
 jsons=()
 for name in $RUNS; do [[ -f "$OUT/$name.json" ]] && jsons+=("$OUT/$name.json"); done
 if (( ${#jsons[@]} )); then
   "$PY" tools/analysis_tools/bench_table.py --top 12 "${jsons[@]}" | tee "$OUT/table.md"
 fi
+bundle
