@@ -15,11 +15,11 @@
 # each run writes 3: there, set BUNDLE to a .tgz under the tool's $OUT and OUT elsewhere,
 #   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench RUNS=... bash tools/analysis_tools/gpu_bench.sh
 # and the script packs OUT into BUNDLE after each run (so a killed call keeps the runs
-# done before). Runs
-# without a backend in their name use the config's (packed since session 9); masked_* and
-# *_triton* (the Triton kernels are the masked backend's norms) use backend masked. The
-# channels-last effect on the compiled step is compiled_combo against compiled_teacher,
-# so the run "channels_last" (a compile of its own) is not in the default list.
+# done before). Runs without a backend in their name use the config's (packed since
+# session 9); masked_* and *_triton* (the Triton kernels are the masked backend's norms)
+# use backend masked. The channels-last effect on the compiled step is compiled_combo
+# against compiled_teacher, so the run "channels_last" (a compile of its own) is not in
+# the default list.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
