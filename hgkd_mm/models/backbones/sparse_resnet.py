@@ -1,5 +1,5 @@
 """Sparse ResNet student: mmpretrain's ResNet run with submanifold semantics."""
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -123,65 +123,53 @@ class HGKDSparseResNet(ResNet):
             return [(block.conv1, block.norm1), (block.conv2, block.norm2)]
         raise TypeError(f'unsupported ResNet block {type(block).__name__}')
 
-    def run_block(self, block: nn.Module, x: Tensor, masks: MaskPyramid) -> Tensor:
-        """The forward of mmpretrain's BasicBlock/Bottleneck, with the mask."""
+    def run_block(self, block: nn.Module, x: Tensor, conv: Callable, norm: Callable) -> Tensor:
+        """The forward of mmpretrain's BasicBlock/Bottleneck with the backend's sparse
+        ``conv(module, x)`` and ``norm(module, x, relu)``."""
         layers = self.block_layers(block)
         out = x
-        for i, (conv, norm) in enumerate(layers):
-            out = self.sparse_conv(conv, out, masks, masked_norm_next=True)
-            out = norm(out, masks.at(out), relu=i < len(layers) - 1)
+        for i, (conv_layer, norm_layer) in enumerate(layers):
+            out = norm(norm_layer, conv(conv_layer, out), relu=i < len(layers) - 1)
         identity = x
         if block.downsample is not None:
             down_conv, down_norm = block.downsample
-            identity = self.sparse_conv(down_conv, x, masks, masked_norm_next=True)
-            identity = down_norm(identity, masks.at(identity))
-        return F.relu(add_residual(block.drop_path, out, identity))
+            identity = norm(down_norm, conv(down_conv, x), relu=False)
+        return F.relu(add_residual(block.drop_path, out, identity), inplace=True)
 
-    @staticmethod
-    def packed_conv(conv: nn.Conv2d, x: Tensor, size: Tuple[int, int],
-                    layout: PackedLayout) -> Tuple[Tensor, Tuple[int, int]]:
-        """Sparse ``conv`` of the packed ``x`` (dense size ``size``): the packed output and
-        its dense size. A 1x1 conv runs on the tiles; others run dense in between a
-        scatter and a gather."""
-        stride = conv.stride[0]
-        if (conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.stride[1] == stride
-                and layout.tile(size) % stride == 0):
-            return conv(x), (size[0] // stride, size[1] // stride)
-        out = conv(layout.scatter(x, size))
-        return layout.gather(out), tuple(out.shape[-2:])
-
-    def run_block_packed(self, block: nn.Module, x: Tensor, size: Tuple[int, int],
-                         layout: PackedLayout) -> Tuple[Tensor, Tuple[int, int]]:
-        """:meth:`run_block` on packed features: ``(output, its dense size)``."""
-        layers = self.block_layers(block)
-        out, out_size = x, size
-        for i, (conv, norm) in enumerate(layers):
-            out, out_size = self.packed_conv(conv, out, out_size, layout)
-            out = norm(out, relu=i < len(layers) - 1)  # BatchNorm2d over visible positions
-        identity = x
-        if block.downsample is not None:
-            down_conv, down_norm = block.downsample
-            identity = down_norm(self.packed_conv(down_conv, x, size, layout)[0])
-        return F.relu(add_residual(block.drop_path, out, identity), inplace=True), out_size
-
-    def forward_packed(self, x: Tensor, mask: Tensor,
-                       num_visible: Optional[int]) -> Tuple[Tensor, ...]:
-        """The ``packed`` backend's forward of the masked image ``x``."""
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        layout = PackedLayout(mask, num_visible, channels_last)
-        x = self.conv1(x)
-        size = tuple(x.shape[-2:])
-        x = self.norm1(layout.gather(x), relu=True)
-        x = self.maxpool(layout.scatter(x, size))
-        size = tuple(x.shape[-2:])
-        x = layout.gather(x)
+    def run_stages(self, x: Tensor, conv: Callable, norm: Callable,
+                   output: Callable = lambda x: x) -> Tuple[Tensor, ...]:
+        """The residual stages from the stem's output: ``output(x)`` of each stage in
+        ``out_indices``."""
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             for block in getattr(self, layer_name):
-                x, size = self.run_block_packed(block, x, size, layout)
+                x = self.run_block(block, x, conv, norm)
             if i in self.out_indices:
-                outs.append(layout.scatter(x, size))
+                outs.append(output(x))
         return tuple(outs)
+
+    @staticmethod
+    def packed_conv(conv: nn.Conv2d, x: Tensor, layout: PackedLayout) -> Tensor:
+        """Sparse ``conv`` of the packed ``x``: a 1x1 conv runs on the tiles; others run
+        dense in between a scatter and a gather."""
+        stride = conv.stride[0]
+        if (conv.kernel_size == (1, 1) and conv.padding == (0, 0) and conv.stride[1] == stride
+                and x.shape[-1] % stride == 0):
+            return conv(x)
+        return layout.gather(conv(layout.scatter(x)))
+
+    def forward_packed(self, x: Tensor, mask: Tensor,
+                       num_visible: Optional[int]) -> Tuple[Tensor, ...]:
+        """The ``packed`` backend's forward of the masked image ``x``: features stay packed
+        (norms are ``BatchNorm2d`` over the visible positions) and are scattered to dense
+        maps at the outputs."""
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layout = PackedLayout(mask, num_visible, channels_last)
+        x = self.norm1(layout.gather(self.conv1(x)), relu=True)
+        x = layout.gather(self.maxpool(layout.scatter(x)))
+        return self.run_stages(x, conv=lambda conv, x: self.packed_conv(conv, x, layout),
+                               norm=lambda norm, x, relu: norm(x, relu=relu),
+                               output=layout.scatter)
 
     def forward(self, inputs: Tensor, mask: Optional[Tensor] = None,
                 num_visible: Optional[int] = None) -> Tuple[Tensor, ...]:
@@ -204,10 +192,6 @@ class HGKDSparseResNet(ResNet):
         x = self.norm1(x, masks.at(x), relu=True)
         x = self.maxpool(x)
         x = x * masks.at(x)
-        outs = []
-        for i, layer_name in enumerate(self.res_layers):
-            for block in getattr(self, layer_name):
-                x = self.run_block(block, x, masks)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
+        return self.run_stages(
+            x, conv=lambda conv, x: self.sparse_conv(conv, x, masks, masked_norm_next=True),
+            norm=lambda norm, x, relu: norm(x, masks.at(x), relu=relu))

@@ -76,18 +76,23 @@ class PackedLayout:
     def gather(self, x: Tensor) -> Tensor:
         """Dense ``(B, C, H, W)`` -> packed ``(B, C, k f, f)`` (channels-last with
         ``channels_last``)."""
-        batch, channels = x.shape[:2]
-        index = self.index(x.shape[-2:])
+        batch, channels, height, width = x.shape
+        index = self.index((height, width))  # checks the size
         if self.channels_last:  # gather whole rows of channels: (B, n, C)
             packed = x.flatten(2).transpose(1, 2).gather(
                 1, index.transpose(1, 2).expand(batch, -1, channels)).transpose(1, 2)
         else:
             packed = x.flatten(2).gather(2, index.expand(batch, channels, -1))
-        return packed.view(batch, channels, -1, self.tile(x.shape[-2:]))
+        return packed.view(batch, channels, -1, width // self.grid[1])
 
-    def scatter(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
-        """Packed ``(B, C, k f, f)`` -> dense ``(B, C, *size)``, zero where masked."""
+    def dense_size(self, x: Tensor) -> Tuple[int, int]:
+        """The dense ``(H, W)`` of the packed ``x`` ``(B, C, k f, f)``."""
+        return self.grid[0] * x.shape[-1], self.grid[1] * x.shape[-1]
+
+    def scatter(self, x: Tensor) -> Tensor:
+        """Packed ``(B, C, k f, f)`` -> dense ``(B, C, h f, w f)``, zero where masked."""
         batch, channels = x.shape[:2]
+        size = self.dense_size(x)
         index = self.index(size)
         if self.channels_last:
             dense = x.new_zeros(batch, size[0] * size[1], channels).transpose(1, 2)

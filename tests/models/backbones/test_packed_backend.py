@@ -7,7 +7,8 @@ import torch
 from hgkd_mm.models.backbones import HGKDSparseResNet
 from hgkd_mm.models.sparse import PackedLayout
 
-from test_sparse_resnet import assert_rel_close, random_mask, randomize_norms
+from masks import random_mask
+from test_sparse_resnet import assert_rel_close, randomize_norms
 
 
 def pair(depth, **kwargs):
@@ -69,11 +70,11 @@ def test_layout_round_trip_keeps_visible_positions():
     packed = layout.gather(x)
     assert packed.shape == (2, 5, 2 * 8, 8)
     visible = mask.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None]
-    assert torch.equal(layout.scatter(packed, (16, 24)), x * visible)
+    assert torch.equal(layout.scatter(packed), x * visible)
     channels_last = PackedLayout(mask, num_visible=2, channels_last=True)
     tiles = channels_last.gather(x.contiguous(memory_format=torch.channels_last))
     assert tiles.is_contiguous(memory_format=torch.channels_last) and torch.equal(tiles, packed)
-    dense = channels_last.scatter(tiles, (16, 24))
+    dense = channels_last.scatter(tiles)
     assert dense.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(dense, x * visible)
 

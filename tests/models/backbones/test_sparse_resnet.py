@@ -8,12 +8,7 @@ from mmpretrain.models.backbones import ResNet, SparseResNet
 from mmpretrain.models.utils.sparse_modules import SparseHelper
 
 from hgkd_mm.models.backbones import HGKDSparseResNet
-
-
-def random_mask(batch, h, w, keep, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.rand(batch, h * w, generator=g).argsort(1)[:, :keep]
-    return torch.zeros(batch, h * w, dtype=torch.bool).scatter_(1, ids, True).view(batch, h, w)
+from masks import random_mask
 
 
 def randomize_norms(model, seed=1):

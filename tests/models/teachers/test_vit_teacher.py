@@ -18,6 +18,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch import Tensor, nn
 
 from hgkd_mm.models.teachers import FrozenViTTeacher, load_teacher_checkpoint, safe_load
+from masks import random_mask
 
 IMG, PATCH, EMBED, DEPTH, HEADS = 64, 16, 64, 2, 4
 GRID = IMG // PATCH  # teacher grid 4 x 4; the stride-32 mask grid is 2 x 2
@@ -100,13 +101,6 @@ def _timm_grid(tokens: Tensor) -> Tensor:
     return tokens.transpose(1, 2).reshape(len(tokens), -1, GRID, GRID)
 
 
-def _random_mask(batch: int, seed: int) -> Tensor:
-    """(B, 2, 2) stride-32 mask with 2 visible cells per sample, True = visible."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.stack([torch.randperm(4, generator=generator) for _ in range(batch)])
-    return (order < 2).view(batch, 2, 2)
-
-
 @torch.no_grad()
 def _mae_reference(vit: TimmViT, decoder: TimmMAEDecoder, images: Tensor,
                    visible: Tensor) -> Dict[str, Tensor]:
@@ -151,7 +145,7 @@ def test_three_formats_give_identical_tokens(files, images):
     torch.testing.assert_close(grids['mae'], grids['timm'], atol=0, rtol=0)
     torch.testing.assert_close(grids['zoo'], grids['timm'], atol=0, rtol=0)
 
-    mask = _random_mask(2, seed=4)
+    mask = random_mask(2, 2, 2, keep=2, seed=4)
     masked = {name: _teacher(files[name], input_mode='masked')(images, mask)[0]
               for name in ('mae', 'zoo')}
     torch.testing.assert_close(masked['zoo'], masked['mae'], atol=0, rtol=0)
@@ -171,7 +165,7 @@ def test_load_teacher_checkpoint_formats(files):
 def test_masked_mode_with_decoder_matches_mae(files, timm_vit, timm_decoder, images):
     teacher = _teacher(files['mae'], input_mode='masked')
     assert teacher.embed_dims == DECODER_EMBED
-    mask = _random_mask(2, seed=5)
+    mask = random_mask(2, 2, 2, keep=2, seed=5)
     (grid, ) = teacher(images, mask)
     assert grid.shape == (2, DECODER_EMBED, GRID, GRID)
     reference = _mae_reference(timm_vit, timm_decoder, images, _patch_visibility(mask))
@@ -185,7 +179,7 @@ def test_masked_mode_without_decoder(files, timm_vit, timm_decoder, images):
     torch.testing.assert_close(teacher(images, all_visible)[0], _teacher(files['timm'])(images)[0],
                                **TOL)
 
-    mask = _random_mask(2, seed=6)
+    mask = random_mask(2, 2, 2, keep=2, seed=6)
     (grid, ) = teacher(images, mask)
     reference = _mae_reference(timm_vit, timm_decoder, images, _patch_visibility(mask))
     torch.testing.assert_close(grid, reference['encoder'], **TOL)
