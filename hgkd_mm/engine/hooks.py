@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from mmengine.dist import is_main_process
+from torch import Tensor
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
 from mmengine.hooks import Hook, LoggerHook
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
@@ -14,31 +15,41 @@ from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 
 
 def get_rng_states() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy and python ``random`` states as tensors, lists and ints.
+    """torch (CPU and CUDA), numpy and python ``random`` states as bytes, lists and ints.
 
-    These types load under ``torch.load(weights_only=True)``.
+    These types load under ``torch.load(weights_only=True)``, and a ``map_location`` (mmengine's
+    resume loads onto the GPU) does not move them.
     """
     bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
     states = dict(
-        torch=torch.get_rng_state(),
+        torch=bytes(torch.get_rng_state().numpy()),
         numpy=[bit_generator, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)],
         python=[version, list(internal), gauss_next])
     if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state_all()
+        states['cuda'] = [bytes(state.numpy()) for state in torch.cuda.get_rng_state_all()]
     return states
+
+
+def _byte_tensor(state) -> Tensor:
+    """A CPU ``uint8`` tensor, as ``torch.set_rng_state`` needs, from bytes or a tensor (the
+    format before bytes, which a ``map_location`` may have put on another device)."""
+    if isinstance(state, bytes):
+        return torch.frombuffer(bytearray(state), dtype=torch.uint8)
+    return state.cpu()
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore the states saved by :func:`get_rng_states`."""
-    torch.set_rng_state(states['torch'])
+    torch.set_rng_state(_byte_tensor(states['torch']))
     bit_generator, keys, pos, has_gauss, cached_gaussian = states['numpy']
     np.random.set_state(
         (bit_generator, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     version, internal, gauss_next = states['python']
     random.setstate((version, tuple(internal), gauss_next))
     if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'][:torch.cuda.device_count()])
+        torch.cuda.set_rng_state_all(
+            [_byte_tensor(state) for state in states['cuda'][:torch.cuda.device_count()]])
 
 
 # In mmengine's root registry so mmdet/mmseg scopes find it too; in mmpretrain's
@@ -46,35 +57,61 @@ def set_rng_states(states: dict[str, Any]) -> None:
 @HOOKS.register_module()
 @PRETRAIN_HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Save the global RNG states in checkpoints and restore them on load.
+    """Save the global RNG states in checkpoints and restore them on resume.
 
     With ``num_workers=0`` the data transforms draw from the main process's global
-    RNGs, so resuming at an epoch boundary reproduces the uninterrupted run only if
-    those states are restored. States go to ``checkpoint['meta']['rng_state']``.
-    Limits: the states are rank 0's (checkpoints are saved by rank 0 only), and an
-    iteration-based resume replays the data it skips, which draws from the RNGs again.
+    RNGs, and the masks and drop path from torch's, so resuming at an epoch boundary
+    reproduces the uninterrupted run only if those states are restored. States go to
+    ``checkpoint['meta']['rng_state']`` (this process's; rank 0 saves the checkpoint) and,
+    in a distributed run, every rank's to ``checkpoint['meta']['rng_state_ranks']``:
+    they are gathered at the end of each training epoch, before ``CheckpointHook`` saves.
+
+    On resume (not on ``load_from``, which starts at iteration 0 with the config's seed)
+    each rank restores its own states. A distributed resume from a checkpoint without
+    them (saved mid-epoch, or with another number of processes) restores rank 0's on
+    rank 0 only, with a warning; the other ranks keep their seeded states, which differ
+    between ranks (``diff_rank_seed``) but repeat earlier draws. An iteration-based
+    resume replays the data it skips, which draws from the RNGs again.
     """
 
-    priority = 'VERY_LOW'  # restore after every other hook's ``before_train``
+    priority = 'LOW'  # before CheckpointHook (VERY_LOW) at the end of an epoch
 
     def __init__(self) -> None:
-        self._loaded_states: Optional[dict[str, Any]] = None
+        self._loaded: Optional[dict[str, Any]] = None
+        self._gathered: Optional[tuple[int, list]] = None  # (iteration, every rank's)
+
+    def after_train_epoch(self, runner) -> None:
+        if get_world_size() > 1:  # every rank runs this; only rank 0 saves
+            self._gathered = (runner.iter, all_gather_object(get_rng_states()))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})['rng_state'] = get_rng_states()
+        meta = checkpoint.setdefault('meta', {})
+        meta['rng_state'] = get_rng_states()
+        if self._gathered is not None and self._gathered[0] == runner.iter:
+            meta['rng_state_ranks'] = self._gathered[1]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        states = checkpoint.get('meta', {}).get('rng_state')
-        if states is not None:
-            set_rng_states(states)
-            self._loaded_states = states
+        self._loaded = checkpoint.get('meta', {})
 
     def before_train(self, runner) -> None:
-        # ``Runner.resume`` re-seeds after ``after_load_checkpoint`` when the
-        # checkpoint's seed differs from the config's: restore once more.
-        if self._loaded_states is not None:
-            set_rng_states(self._loaded_states)
-            self._loaded_states = None
+        # after ``Runner.resume``, which re-seeds when the checkpoint's seed differs from
+        # the config's; a checkpoint from ``load_from`` leaves the run at iteration 0
+        meta, self._loaded = self._loaded, None
+        if not meta or 'rng_state' not in meta or runner.iter == 0:
+            return
+        world, rank = get_world_size(), get_rank()
+        ranks = meta.get('rng_state_ranks')
+        if world == 1:
+            set_rng_states(meta['rng_state'])
+        elif ranks is not None and len(ranks) == world:
+            set_rng_states(ranks[rank])
+        else:
+            runner.logger.warning(
+                f'RNGStateHook: the checkpoint has no RNG states for {world} processes '
+                f"({'none' if ranks is None else len(ranks)} saved); rank 0 restores its own, "
+                'the other ranks keep their seeded states')
+            if rank == 0:
+                set_rng_states(meta['rng_state'])
 
 
 @HOOKS.register_module()
