@@ -161,6 +161,31 @@ def test_refuses_truncated_file(hgkd_r18, tmp_path, keep):
     assert out.read_bytes() == b'previous'
 
 
+@pytest.mark.parametrize('link', [None, 'symlink', 'hardlink'])
+def test_refuses_to_write_over_its_input(hgkd_r18, tmp_path, link):
+    path = tmp_path / 'hgkd.pth'
+    path.write_bytes(hgkd_r18.read_bytes())
+    out = path
+    if link:
+        out = tmp_path / 'out.pth'
+        (os.symlink if link == 'symlink' else os.link)(path, out)
+    result = run_tool([CONVERTER, path, out], timeout=900)
+    assert result.returncode == 1
+    assert f'OUT {out} is IN {path}' in result.stderr
+    assert path.read_bytes() == hgkd_r18.read_bytes()
+
+
+def test_refuses_a_folder_as_output(hgkd_r18, tmp_path):
+    for out in (str(tmp_path), str(tmp_path / 'new') + os.sep):
+        with pytest.raises(hgkd_to_dense.ConversionError, match=f'OUT {out} is a folder'):
+            hgkd_to_dense.convert(str(hgkd_r18), out)
+    assert os.listdir(tmp_path) == []
+    blocker = tmp_path / 'file'
+    blocker.write_bytes(b'x')
+    with pytest.raises(hgkd_to_dense.ConversionError, match='cannot create the folder of OUT'):
+        hgkd_to_dense.convert(str(hgkd_r18), str(blocker / 'out.pth'))
+
+
 def test_failed_write_leaves_no_partial_output(hgkd_r18, tmp_path, monkeypatch):
     def save_half(obj, file):
         file.write(b'partial')

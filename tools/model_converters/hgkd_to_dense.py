@@ -41,7 +41,7 @@ RESNET_DEPTHS = {
 
 
 class ConversionError(ValueError):
-    """The input is not a readable H-GKD checkpoint."""
+    """IN is not a readable H-GKD checkpoint, or OUT cannot be written without harm."""
 
 
 def load_hgkd_checkpoint(path: str) -> dict:
@@ -148,10 +148,22 @@ def _umask() -> int:
     return mask
 
 
+def check_out_path(in_path: str, out_path: str) -> None:
+    """Refuse an OUT that names a folder or IN itself (which the rename would replace)."""
+    if out_path.endswith(os.sep) or osp.isdir(out_path):
+        raise ConversionError(f'OUT {out_path} is a folder; give the file to write')
+    if osp.exists(out_path) and osp.exists(in_path) and osp.samefile(in_path, out_path):
+        raise ConversionError(f'OUT {out_path} is IN {in_path}: writing it would replace the '
+                              'H-GKD checkpoint (decoder, head, optimizer); give another OUT')
+
+
 def save_atomic(obj: object, out_path: str) -> None:
     """``torch.save`` to a temporary file beside ``out_path``, then rename it."""
     out_dir = osp.dirname(osp.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise ConversionError(f'cannot create the folder of OUT {out_path}: {error}') from error
     fd, tmp_path = tempfile.mkstemp(prefix='.' + osp.basename(out_path), suffix='.tmp',
                                     dir=out_dir)
     try:
@@ -169,6 +181,7 @@ def convert(in_path: str, out_path: str, fmt: str = 'mmpretrain') -> StateDict:
     """Write the dense ResNet of the H-GKD checkpoint ``in_path`` to ``out_path``."""
     if fmt not in FORMATS:
         raise ValueError(f'format must be one of {FORMATS}, got {fmt!r}')
+    check_out_path(in_path, out_path)
     checkpoint = load_hgkd_checkpoint(in_path)
     encoder = extract_encoder(checkpoint['state_dict'], in_path)
     state_dict = to_format(encoder, fmt)
