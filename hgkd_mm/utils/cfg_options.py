@@ -1,23 +1,48 @@
 """``--cfg-options`` for tools/train.py and tools/test.py.
 
-The downstream configs name the converted checkpoint once, in a variable at the top
-(``checkpoint = '...'``), which fills their ``Pretrained`` init_cfgs when mmengine parses
-the file. Overriding the variable afterwards would change nothing, so
-``--cfg-options checkpoint=PATH`` is carried to every ``Pretrained`` init_cfg the
-variable filled.
+mmengine substitutes a config file's variables (``data_root = ...``, then
+``dict(data_root=data_root)``) when it parses the file, so overriding such a variable
+afterwards changes nothing. Two cases are handled here:
+
+- the downstream configs name the converted checkpoint once, in ``checkpoint = '...'``:
+  ``--cfg-options checkpoint=PATH`` is carried to every ``Pretrained`` init_cfg it filled;
+- any other top-level option that names a variable the config files read (the
+  pretraining configs' ``teacher_checkpoint``, ``img_size``, ``max_epochs``, ...) is
+  refused with the settings it filled, instead of being silently ignored.
 """
 from __future__ import annotations
 
-from typing import Any
+import ast
+import inspect
+import os.path as osp
+from typing import Any, Iterator
 
 from mmengine.config import Config
+from mmengine.runner import Runner
+
+
+# top-level keys that the Runner, mmengine's tools or this package's tools read
+RUNNER_KEYS = set(inspect.signature(Runner.__init__).parameters) | {
+    'sync_bn', 'model_wrapper_cfg', 'runner_type', 'custom_imports', 'data_hint',
+    'heldout_dataloader'}
 
 
 def merge_cfg_options(cfg: Config, options: dict) -> Config:
-    """``cfg.merge_from_dict(options)``; ``checkpoint=PATH`` also reaches the init_cfgs."""
+    """``cfg.merge_from_dict(options)``; ``checkpoint=PATH`` also reaches the init_cfgs, and
+    an option that would change only a substituted variable is refused."""
     previous = cfg.get('checkpoint')
+    read = substituted_variables(cfg) - RUNNER_KEYS - {'checkpoint'}
+    for key in options:
+        name = key.split('.')[0]
+        if key == 'checkpoint' and not isinstance(previous, str):
+            raise ValueError(
+                '--cfg-options checkpoint=...: the config has no `checkpoint` variable to '
+                "carry to the model's Pretrained init_cfg; set the init_cfg's own key, e.g. "
+                'model.backbone.init_cfg.checkpoint=PATH')
+        if name in read:
+            raise ValueError(f'--cfg-options {key}=...: {_substituted_hint(cfg, key)}')
     cfg.merge_from_dict(options)
-    if 'checkpoint' not in options or not isinstance(previous, str):
+    if 'checkpoint' not in options:
         return cfg
     replaced = _replace_pretrained(cfg.get('model'), previous, cfg.checkpoint)
     if not replaced:
@@ -26,6 +51,64 @@ def merge_cfg_options(cfg: Config, options: dict) -> Config:
             f"config's `checkpoint` variable ({previous!r}); set the init_cfg's own key, e.g. "
             'model.backbone.init_cfg.checkpoint=PATH')
     return cfg
+
+
+def _substituted_hint(cfg: Config, key: str) -> str:
+    """Why ``key`` changes nothing, with the settings that hold its value now."""
+    name, rest = key.split('.')[0], key.split('.')[1:]
+    value = cfg[name]
+    for part in rest:
+        try:
+            value = value[int(part)] if isinstance(value, (list, tuple)) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            value = None
+            break
+    last = key.split('.')[-1]
+    fields = [path for path, held in _leaves(cfg._cfg_dict.to_dict())
+              if '.' in path and not path.startswith(name + '.') and _same(held, value)]
+    fields.sort(key=lambda path: path.split('.')[-1] != last)  # same name first
+    fields = fields[:4]
+    example = f'{fields[0]}=...' if fields else 'the setting that uses it'
+    return (f'`{name}` is a variable of the config file, substituted into the settings '
+            'that use it when mmengine parsed the file, so setting it here changes nothing; set '
+            "those settings instead (the ones holding this value now: "
+            f"{', '.join(fields) or 'none'}), e.g. --cfg-options {example}")
+
+
+def substituted_variables(cfg: Config) -> set[str]:
+    """The names that the config file and its bases read in their statements."""
+    names, segment = set(), []
+    # mmengine keeps each file's text after a line holding the file's path
+    for line in cfg._text.splitlines() + [None]:
+        if line is None or (line.endswith('.py') and osp.isfile(line)):
+            try:
+                tree = ast.parse('\n'.join(segment))
+            except SyntaxError:
+                tree = None
+            if tree is not None:
+                names |= {node.id for node in ast.walk(tree)
+                          if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+            segment = []
+        else:
+            segment.append(line)
+    return names
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _leaves(node: Any, prefix: str = '') -> Iterator[tuple[str, Any]]:
+    """``(dotted path, value)`` of every value below ``node``, lists included."""
+    items = node.items() if isinstance(node, dict) else (
+        enumerate(node) if isinstance(node, (list, tuple)) else None)
+    if items is None:
+        yield prefix, node
+        return
+    for key, value in items:
+        yield from _leaves(value, f'{prefix}.{key}' if prefix else str(key))
+        if isinstance(value, (dict, list, tuple)):
+            yield f'{prefix}.{key}' if prefix else str(key), value
 
 
 def _replace_pretrained(node: Any, old: str, new: str) -> int:

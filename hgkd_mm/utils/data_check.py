@@ -17,8 +17,9 @@ DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 def check_data_paths(cfg: Config | Mapping, keys: Sequence[str] = DATALOADER_KEYS) -> None:
     """Raise ``FileNotFoundError`` if a dataset of ``cfg`` points at a missing path.
 
-    Checks ``data_root``, ``ann_file`` (joined to ``data_root`` unless absolute) and
-    every ``data_prefix`` directory (mmpretrain's string form, mmdet's
+    Checks ``data_root``, ``ann_file`` (joined to ``data_root`` unless absolute),
+    mmpretrain's ``split`` folder when there is no ``data_prefix``, and every
+    ``data_prefix`` directory (mmpretrain's string form, mmdet's
     ``dict(img=...)``, mmseg's ``dict(img_path=..., seg_map_path=...)``) of the
     dataset of each dataloader in ``keys``, looking through wrappers with
     ``dataset``/``datasets`` keys. A top-level ``data_hint`` string is appended to
@@ -62,6 +63,10 @@ def _missing_paths(dataset: Mapping, key: str) -> list[tuple[str, str]]:
     if isinstance(ann_file, str) and ann_file:
         candidates.append((ann_file, f'{key}.ann_file'))
     prefix = dataset.get('data_prefix')
+    split = dataset.get('split')
+    if not prefix and isinstance(split, str) and split:
+        # mmpretrain's ImageNet/ImageNet21k read the split's folder (``data_root/train``)
+        candidates.append((split, f'{key}.split'))
     if isinstance(prefix, str):
         prefix = {'': prefix}
     for name, folder in (prefix or {}).items():

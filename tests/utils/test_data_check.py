@@ -54,6 +54,16 @@ def test_missing_mmpretrain_string_prefix(root):
                  root / 'val', 'val_dataloader.dataset.data_prefix')
 
 
+def test_missing_mmpretrain_split_folder(root, tmp_path):
+    """The paper config's ImageNet: ``split='train'`` reads ``data_root/train``."""
+    check_data_paths(Config(dict(train_dataloader=loader(dict(data_root=str(root),
+                                                               split='train')))))
+    empty = tmp_path / 'empty_imagenet'
+    empty.mkdir()
+    check_raises(dict(train_dataloader=loader(dict(data_root=str(empty), split='train'))),
+                 empty / 'train', 'train_dataloader.dataset.split')
+
+
 def test_missing_mmdet_img_prefix_inside_repeat_dataset(root):
     (root / 'annotations').mkdir()
     (root / 'annotations' / 'train.json').write_text('{}')

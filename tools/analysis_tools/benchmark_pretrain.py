@@ -33,6 +33,7 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
 
 from hgkd_mm.models.backbones.sparse_resnet import BACKENDS
+from hgkd_mm.utils import merge_cfg_options
 from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
@@ -114,7 +115,7 @@ def hgkd_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     """The config at ``path`` (with ``cfg_options``); stops unless its model is ``HGKD``."""
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        merge_cfg_options(cfg, cfg_options)
     model_type = cfg.get('model', {}).get('type')
     if model_type != 'HGKD':
         raise SystemExit(f"{path} is not an H-GKD config: its model.type is {model_type!r}, "
