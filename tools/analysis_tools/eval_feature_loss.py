@@ -38,11 +38,12 @@ def build_loader(cfg, ann_file=None):
 
 @torch.no_grad()
 def mean_target_token(model, loader) -> torch.Tensor:
-    """Mean normalised teacher token ``(1, D, 1, 1)`` over ``loader``'s images."""
+    """Mean normalised teacher token ``(1, D, 1, 1)`` over ``loader``'s images (masked as in
+    training, which the teacher's ``input_mode='masked'`` needs and ``'full'`` ignores)."""
     total, count = 0, 0
     for data in loader:
         inputs = model.data_preprocessor(data)['inputs']
-        target = model.head.target(model.teacher(inputs))
+        target = model.head.target(model.teacher(inputs, model.mask(inputs)))
         total = total + target.sum((0, 2, 3))
         count += target.shape[0] * target.shape[2] * target.shape[3]
     return (total / count).view(1, -1, 1, 1)
@@ -74,6 +75,11 @@ def main():
     args = parse_args()
     allow_mmengine_checkpoint_globals()
     cfg = Config.fromfile(args.config)
+    if not isinstance(cfg.get('heldout_dataloader'), dict):
+        raise SystemExit(f'{args.config} has no `heldout_dataloader`: this tool evaluates the '
+                         'held-out images it names (see the demo config '
+                         'configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-'
+                         '128px.py)')
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     import hgkd_mm  # noqa: F401  registers the modules
     from mmpretrain.registry import MODELS
@@ -88,7 +94,8 @@ def main():
     untrained.init_weights()
     trained.eval(), untrained.eval()
 
-    mean_token = mean_target_token(trained, build_loader(cfg, cfg.train_dataloader.dataset.ann_file))
+    mean_token = mean_target_token(
+        trained, build_loader(cfg, cfg.train_dataloader.dataset.get('ann_file', '')))
     losses = heldout_losses({'trained student': trained, 'untrained student': untrained},
                             mean_token, build_loader(cfg), args.seed)
     print('\nHeld-out feature loss (loss_feat on masked positions, lower is better)')

@@ -1,5 +1,6 @@
 """H-GKD through tools/train.py: the teacher loads from its checkpoint, the student's
 checkpoints hold no teacher weights, and resuming continues the run identically."""
+import json
 import os
 import re
 import subprocess
@@ -95,3 +96,41 @@ def test_resume_continues_identically(setup):
     assert resumed.keys() == expected.keys()
     for name, value in expected.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)  # bitwise
+
+
+EVAL_CONFIG = """
+_base_ = 'hgkd_tiny.py'
+heldout_dataloader = dict(
+    batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type='CustomDataset', data_root={data!r}, with_label=False, pipeline=[
+        dict(type='LoadImageOrRaise'), dict(type='Resize', scale=64), dict(type='PackInputs')]))
+model = dict(teacher=dict(input_mode={mode!r}))
+"""
+
+
+def eval_feature_loss(*args):
+    env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'analysis_tools' / 'eval_feature_loss.py'),
+         *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize('mode', ['full', 'masked'])
+def test_heldout_feature_loss_for_both_teacher_input_modes(setup, mode):
+    tmp, _ = setup
+    config = tmp / f'eval_{mode}.py'
+    config.write_text(EVAL_CONFIG.format(data=str(tmp / 'images'), mode=mode))
+    out = tmp / f'eval_{mode}.json'
+    result = eval_feature_loss(config, tmp / 'full' / 'epoch_2.pth', '--out', out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    losses = json.loads(out.read_text())['heldout_loss']
+    assert set(losses) == {'trained student', 'untrained student', 'mean token'}
+    assert all(np.isfinite(value) and value > 0 for value in losses.values()), losses
+
+
+def test_heldout_feature_loss_needs_a_heldout_dataloader(setup):
+    tmp, config = setup
+    result = eval_feature_loss(config, tmp / 'full' / 'epoch_2.pth')
+    assert result.returncode != 0
+    assert 'has no `heldout_dataloader`' in result.stderr and 'Traceback' not in result.stderr
