@@ -2,6 +2,11 @@
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
 # GPUS is the number of processes per node; without CUDA they run on CPU with gloo.
 # Env: NNODES, NODE_RANK, PORT, MASTER_ADDR (as mmdet's script), PYTHON.
+if [ $# -lt 3 ] || ! [[ "$3" =~ ^[1-9][0-9]*$ ]]; then
+    echo "usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]" >&2
+    echo "GPUS (processes per node) must be a positive integer, got '$3'" >&2
+    exit 2
+fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

@@ -2,6 +2,11 @@
 # Usage: tools/dist_train.sh CONFIG GPUS [train.py args]
 # GPUS is the number of processes per node; without CUDA they train on CPU with gloo.
 # Env: NNODES, NODE_RANK, PORT, MASTER_ADDR (as mmdet's script), PYTHON.
+if [ $# -lt 2 ] || ! [[ "$2" =~ ^[1-9][0-9]*$ ]]; then
+    echo "usage: tools/dist_train.sh CONFIG GPUS [train.py args]" >&2
+    echo "GPUS (processes per node) must be a positive integer, got '$2'" >&2
+    exit 2
+fi
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

@@ -8,6 +8,7 @@ checkpoint = 'work_dirs/hgkd_r50/resnet50_dense.pth'  # model.backbone.init_cfg.
 model = dict(
     backbone=dict(
         frozen_stages=-1,
+        norm_cfg=dict(type='SyncBN', requires_grad=True),  # 2 images per GPU: sync the stats
         norm_eval=False,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')))
 custom_hooks = [dict(type='StrictPretrainedHook')]

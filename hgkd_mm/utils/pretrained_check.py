@@ -57,7 +57,9 @@ def check_pretrained(module: nn.Module, checkpoint: str, prefix: Optional[str] =
         'shape mismatch': [f'{k}: {tuple(v.shape)} in the file, {tuple(expected[k].shape)} '
                            'in the model' for k, v in state_dict.items()
                            if k in expected and v.shape != expected[k].shape],
-        'missing': [k for k in expected if k not in state_dict],
+        # mmengine's load_state_dict ignores BN's num_batches_tracked, as older files lack it
+        'missing': [k for k in expected
+                    if k not in state_dict and not k.endswith('num_batches_tracked')],
         'unexpected': [k for k in state_dict if k not in expected],
     }
     if any(problems.values()):

@@ -58,6 +58,21 @@ def test_check_pretrained_in_process(dense_r18, dense_r50):
     assert 'shape mismatch: layer1.0.conv1.weight' in str(error.value)
 
 
+def test_files_without_num_batches_tracked_pass(tmp_path, dense_r50):
+    """Older torchvision-style files lack BN's counters; mmengine loads them without a word."""
+    loaded = torch.load(dense_r50, weights_only=True)
+    state_dict = {k: v for k, v in loaded['state_dict'].items()
+                  if not k.endswith('num_batches_tracked')}
+    assert len(state_dict) < len(loaded['state_dict'])
+    path = tmp_path / 'no_counters.pth'
+    torch.save({'state_dict': state_dict}, path)
+    assert check_pretrained(ResNet(50), str(path), 'backbone.') == len(ResNet(50).state_dict())
+    del state_dict['backbone.layer1.0.bn1.running_mean']
+    torch.save({'state_dict': state_dict}, path)
+    with pytest.raises(PretrainedMismatchError, match='missing: layer1.0.bn1.running_mean'):
+        check_pretrained(ResNet(50), str(path), 'backbone.')
+
+
 def test_unexpected_keys_are_an_error(tmp_path, dense_r50):
     extra = torch.load(dense_r50, weights_only=True)
     extra['state_dict']['backbone.fc.weight'] = torch.zeros(3, 3)

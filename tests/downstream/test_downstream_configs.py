@@ -69,6 +69,11 @@ def test_mask_rcnn_recipe():
     assert cfg_2x.model == cfg.model
 
 
+def test_retinanet_example_trains_bn_with_synced_statistics():
+    backbone = load('det/retinanet_r50-hgkd-pre_fpn_1x_coco.py').model.backbone
+    assert (backbone.frozen_stages, backbone.norm_eval, backbone.norm_cfg) == (-1, False, SYNC_BN)
+
+
 def test_upernet_recipe():
     cfg = load('seg/upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py')
     assert cfg.model.pretrained is None

@@ -1,5 +1,6 @@
 """tools/train.py and tools/test.py turn their command line into config changes."""
 import importlib.util
+import subprocess
 import sys
 
 import pytest
@@ -100,3 +101,17 @@ def test_config_amp_wrapper_falls_back_to_float32_without_cuda(monkeypatch, conf
         assert (cfg.optim_wrapper.type, cfg.optim_wrapper.dtype) == ('AmpOptimWrapper', 'bfloat16')
     else:
         assert cfg.optim_wrapper.type == 'OptimWrapper' and 'dtype' not in cfg.optim_wrapper
+
+
+@pytest.mark.parametrize('argv', [
+    ['dist_train.sh', 'cfg.py'],
+    ['dist_train.sh', 'cfg.py', '--cfg-options', 'a=1'],  # GPUS forgotten
+    ['dist_test.sh', 'cfg.py', 'ckpt.pth'],
+    ['dist_test.sh', 'cfg.py', 'ckpt.pth', '0'],
+])
+def test_dist_scripts_need_a_number_of_processes(argv):
+    result = subprocess.run(['bash', str(ROOT / 'tools' / argv[0]), *argv[1:]],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f'usage: tools/{argv[0]} CONFIG' in result.stderr
+    assert 'GPUS (processes per node) must be a positive integer' in result.stderr
