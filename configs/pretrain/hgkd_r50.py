@@ -24,6 +24,9 @@ train_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=512, num_workers=8,
+    # every step the timed shape: no partial last batch (as MAE's own training), so the
+    # compiled student is not compiled again at the end of the first epoch
+    drop_last=True,
     dataset=dict(data_root=data_root, pipeline=train_pipeline),
     # restated: inherited across packages it carries `_scope_`, which mmengine's Runner
     # passes to the collate function as an argument

@@ -36,6 +36,7 @@ def test_config_builds(name, depth, width):
     assert cfg.model.teacher.checkpoint.startswith('https://download.openmmlab.com/')
     # mmengine's Runner passes every key but `type` to the collate function
     assert dict(cfg.train_dataloader.collate_fn) == dict(type='default_collate')
+    assert cfg.train_dataloader.drop_last is True  # one batch shape: no recompile
     # the setting benchmark_pretrain.py times; the rest of env_cfg is mmpretrain's
     assert cfg.env_cfg.cudnn_benchmark is True
     assert cfg.env_cfg.dist_cfg == dict(backend='nccl')

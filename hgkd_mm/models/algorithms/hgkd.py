@@ -31,8 +31,11 @@ class HGKD(BaseSelfSupervisor):
             (encoder, decoder, head and loss; the teacher stays eager). ``'auto'``
             (default): on when the inputs are on a CUDA device; ``True`` / ``False``:
             always / never; a dict: ``torch.compile`` keyword arguments, on everywhere.
-            If compiling fails in the first step, a warning is logged and training goes
-            on eager.
+            If compiling or running the compiled forward fails in the first step, a
+            warning is logged and training goes on eager. The backward is compiled at the
+            first ``backward()``, outside the model, and a batch of another size (a last
+            partial batch) recompiles: errors there stop the run with torch's message;
+            ``compile=False`` avoids them.
         compile_teacher (bool): also ``torch.compile`` the teacher's forward, with the
             same arguments, whenever the student is compiled. Default False.
     """
