@@ -13,9 +13,10 @@ Everything is returned with mmpretrain key names, so one strict check covers all
 """
 import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from mmengine.dist import barrier, get_dist_info
 from torch import Tensor, nn
 
 from hgkd_mm.utils.checkpoint_io import safe_load
@@ -92,22 +93,39 @@ def resolve_url(path: str) -> str:
     """A local file for ``path``; URLs map to torch hub's checkpoint cache.
 
     A URL is downloaded once (like mmengine's ``load_from_http``) into
-    ``$TORCH_HOME/hub/checkpoints/<file name>``; on a machine without internet, put
-    the file there (or set ``teacher.checkpoint`` to a local path).
+    ``$TORCH_HOME/hub/checkpoints/<file name>``: in a distributed run rank 0 downloads it
+    while the others wait, then they read the cached file (or, on other machines,
+    download it too).
+    On a machine without internet, put the file there (or set ``teacher.checkpoint`` to a
+    local path).
     """
     if not path.startswith(('http://', 'https://')):
         return path
     cached = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(path))
-    if not osp.isfile(cached):
-        os.makedirs(osp.dirname(cached), exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(path, cached)
-        except Exception as e:  # no network, 404, ...
-            raise FileNotFoundError(
-                f'Teacher checkpoint {path!r} (the teacher.checkpoint option) is not cached at '
-                f'{cached!r} and could not be downloaded ({e}). Download it there, or set '
-                'teacher.checkpoint to a local file.') from e
+    rank, world_size = get_dist_info()
+    error = _download(path, cached) if rank == 0 else None
+    if world_size > 1:
+        barrier()  # also when the download failed: no process waits forever
+    if error is None and rank > 0:
+        error = _download(path, cached)  # another machine's cache, or a fresh try
+    if error is not None:
+        raise FileNotFoundError(
+            f'Teacher checkpoint {path!r} (the teacher.checkpoint option) is not cached at '
+            f'{cached!r} and could not be downloaded ({error}). Download it there, or set '
+            'teacher.checkpoint to a local file.') from error
     return cached
+
+
+def _download(url: str, cached: str) -> Optional[Exception]:
+    """Download ``url`` to ``cached`` unless it is there; the error, if any."""
+    if osp.isfile(cached):
+        return None
+    try:
+        os.makedirs(osp.dirname(cached), exist_ok=True)
+        torch.hub.download_url_to_file(url, cached)
+    except Exception as error:  # noqa: BLE001  no network, 404, ...
+        return error
+    return None
 
 
 def load_teacher_checkpoint(path: str) -> Tuple[StateDict, Optional[StateDict]]:

@@ -313,3 +313,46 @@ def test_url_checkpoint_uses_hub_cache_or_names_where_to_put_it(tmp_path, monkey
     cached.write_bytes(b'x')
     assert resolve_url(url) == str(cached)
     assert resolve_url('local/file.pth') == 'local/file.pth'
+
+
+def download_worker(rank: int, world: int, tmp: str, fail: bool):
+    import time
+
+    import torch.distributed as dist
+    from hgkd_mm.models.teachers.checkpoint import resolve_url
+
+    dist.init_process_group('gloo', init_method=f'file://{tmp}/init', rank=rank,
+                            world_size=world)
+    torch.hub.set_dir(tmp)
+
+    def download(url, dst, *args, **kwargs):
+        with open(f'{tmp}/downloads_rank{rank}', 'a') as record:
+            record.write(url + '\n')
+        if fail:
+            raise OSError('no network')
+        time.sleep(0.5)  # the other rank would start its own download meanwhile
+        with open(dst, 'wb') as file:
+            file.write(b'weights')
+
+    torch.hub.download_url_to_file = download
+    try:
+        result = resolve_url('https://example.invalid/mae/teacher.pth')
+    except FileNotFoundError as error:
+        result = f'error: {error}'
+    with open(f'{tmp}/result_rank{rank}', 'w') as file:
+        file.write(result)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('fail', [False, True])
+def test_url_checkpoint_is_downloaded_by_rank_0_alone(tmp_path, fail):
+    import torch.multiprocessing as mp
+    mp.spawn(download_worker, args=(2, str(tmp_path), fail), nprocs=2, join=True)
+    results = [(tmp_path / f'result_rank{rank}').read_text() for rank in range(2)]
+    downloads = sorted(p.name for p in tmp_path.glob('downloads_rank*'))
+    if fail:  # rank 0's failure does not leave rank 1 waiting; both name the option
+        assert all('teacher.checkpoint option' in result for result in results)
+        assert downloads == ['downloads_rank0', 'downloads_rank1']
+    else:
+        assert results == [str(tmp_path / 'checkpoints' / 'teacher.pth')] * 2
+        assert downloads == ['downloads_rank0']
