@@ -17,8 +17,9 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from hgkd_mm.utils import (allow_mmengine_checkpoint_globals, check_data_paths,
-                           close_process_group, merge_cfg_options, setup_launcher)
+from hgkd_mm.utils import (allow_mmengine_checkpoint_globals, check_checkpoint_variable,
+                           check_data_paths, close_process_group, merge_cfg_options,
+                           setup_launcher)
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,6 +88,7 @@ def main() -> None:
     args = parse_args()
     allow_mmengine_checkpoint_globals()
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_checkpoint_variable(cfg)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     setup_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -2,7 +2,7 @@
 early dataset path checks."""
 from .checkpoint_io import (allow_mmengine_checkpoint_globals, mmengine_checkpoint_globals,
                             safe_load)
-from .cfg_options import merge_cfg_options
+from .cfg_options import check_checkpoint_variable, merge_cfg_options
 from .data_check import check_data_paths
 from .pretrained_check import (PretrainedMismatchError, StrictPretrainedHook, check_pretrained,
                                pretrained_init_cfgs)
@@ -15,7 +15,7 @@ allow_mmengine_checkpoint_globals()
 
 __all__ = [
     'allow_mmengine_checkpoint_globals', 'mmengine_checkpoint_globals', 'safe_load',
-    'check_data_paths', 'merge_cfg_options',
+    'check_checkpoint_variable', 'check_data_paths', 'merge_cfg_options',
     'PretrainedMismatchError', 'StrictPretrainedHook', 'check_pretrained', 'pretrained_init_cfgs',
     'close_process_group', 'cpu_model_wrapper_cfg', 'init_cpu_process_group',
     'replace_cuda_sync_bn', 'setup_launcher'

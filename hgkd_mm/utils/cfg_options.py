@@ -75,6 +75,31 @@ def _substituted_hint(cfg: Config, key: str) -> str:
             f"{', '.join(fields) or 'none'}), e.g. --cfg-options {example}")
 
 
+def check_checkpoint_variable(cfg: Config) -> None:
+    """Stop when the config's ``checkpoint`` variable is not what its ``Pretrained``
+    init_cfgs load: a config that inherits a downstream config and sets ``checkpoint =
+    '...'`` changes the variable only, as its base's init_cfgs were filled from the base's
+    own variable when mmengine parsed the base."""
+    value = cfg.get('checkpoint')
+    loaded = _pretrained_checkpoints(cfg.get('model'))
+    if isinstance(value, str) and loaded and value not in loaded:
+        raise ValueError(
+            f"the config's `checkpoint` variable is {value!r}, but the model's Pretrained "
+            f"init_cfgs load {', '.join(map(repr, sorted(loaded)))} (filled from the base "
+            "config's variable when mmengine parsed it); set the init_cfg itself, e.g. "
+            "model = dict(backbone=dict(init_cfg=dict(checkpoint=checkpoint)))")
+
+
+def _pretrained_checkpoints(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node['checkpoint']} if (node.get('type') == 'Pretrained' and
+                                         isinstance(node.get('checkpoint'), str)) else set()
+        return found.union(*map(_pretrained_checkpoints, node.values()))
+    if isinstance(node, (list, tuple)):
+        return set().union(*map(_pretrained_checkpoints, node))
+    return set()
+
+
 def substituted_variables(cfg: Config) -> set[str]:
     """The names that the config file and its bases read in their statements."""
     names, segment = set(), []

@@ -5,7 +5,7 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from hgkd_mm.utils import merge_cfg_options
+from hgkd_mm.utils import check_checkpoint_variable, merge_cfg_options
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs')
 DEMO = osp.join(CONFIGS, 'pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py')
@@ -42,3 +42,18 @@ def test_checkpoint_option_without_the_variable_is_refused(tmp_path):
                     "    type='Pretrained', checkpoint='torchvision://resnet50')))\n")
     with pytest.raises(ValueError, match='no `checkpoint` variable.*model.backbone.init_cfg'):
         merge_cfg_options(Config.fromfile(path), {'checkpoint': 'mine.pth'})
+
+
+def test_derived_config_setting_checkpoint_is_stopped(tmp_path):
+    """mmengine filled the base's init_cfg from the base's variable: the new value is unused."""
+    derived = tmp_path / 'derived.py'
+    derived.write_text(f"_base_ = {UPERNET!r}\ncheckpoint = 'my/dense.pth'\n")
+    cfg = Config.fromfile(derived)
+    with pytest.raises(ValueError, match="`checkpoint` variable is 'my/dense.pth', but .*"
+                                         "work_dirs/hgkd_r50/resnet50_dense.pth"):
+        check_checkpoint_variable(cfg)
+    check_checkpoint_variable(Config.fromfile(UPERNET))  # the shipped config is consistent
+    fixed = tmp_path / 'fixed.py'
+    fixed.write_text(f"_base_ = {UPERNET!r}\ncheckpoint = 'my/dense.pth'\n"
+                     'model = dict(backbone=dict(init_cfg=dict(checkpoint=checkpoint)))\n')
+    check_checkpoint_variable(Config.fromfile(fixed))
