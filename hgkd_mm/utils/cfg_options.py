@@ -76,17 +76,18 @@ def _substituted_hint(cfg: Config, key: str) -> str:
 
 
 def check_checkpoint_variable(cfg: Config) -> None:
-    """Stop when the config's ``checkpoint`` variable is not what its ``Pretrained``
-    init_cfgs load: a config that inherits a downstream config and sets ``checkpoint =
-    '...'`` changes the variable only, as its base's init_cfgs were filled from the base's
-    own variable when mmengine parsed the base."""
+    """Stop when the config file itself sets ``checkpoint = '...'`` but its ``Pretrained``
+    init_cfgs load another file: a config that inherits a downstream config and re-sets
+    the variable changes the variable only, as the base's init_cfgs were filled from the
+    base's own variable when mmengine parsed the base."""
     value = cfg.get('checkpoint')
     loaded = _pretrained_checkpoints(cfg.get('model'))
-    if isinstance(value, str) and loaded and value not in loaded:
+    if (isinstance(value, str) and loaded and value not in loaded
+            and 'checkpoint' in _file_segments(cfg)[-1][1]):
         raise ValueError(
-            f"the config's `checkpoint` variable is {value!r}, but the model's Pretrained "
+            f"{cfg.filename} sets `checkpoint = {value!r}`, but the model's Pretrained "
             f"init_cfgs load {', '.join(map(repr, sorted(loaded)))} (filled from the base "
-            "config's variable when mmengine parsed it); set the init_cfg itself, e.g. "
+            "config's variable when mmengine parsed it); set the init_cfg too, e.g. "
             "model = dict(backbone=dict(init_cfg=dict(checkpoint=checkpoint)))")
 
 
@@ -102,21 +103,28 @@ def _pretrained_checkpoints(node: Any) -> set[str]:
 
 def substituted_variables(cfg: Config) -> set[str]:
     """The names that the config file and its bases read in their statements."""
-    names, segment = set(), []
-    # mmengine keeps each file's text after a line holding the file's path
+    return set().union(*(loads for loads, _ in _file_segments(cfg)))
+
+
+def _file_segments(cfg: Config) -> list[tuple[set[str], set[str]]]:
+    """``(names read, names assigned)`` of each file of the config, the file itself last
+    (mmengine keeps each file's text after a line holding the file's path)."""
+    segments, lines = [], []
     for line in cfg._text.splitlines() + [None]:
         if line is None or (line.endswith('.py') and osp.isfile(line)):
             try:
-                tree = ast.parse('\n'.join(segment))
+                nodes = list(ast.walk(ast.parse('\n'.join(lines))))
             except SyntaxError:
-                tree = None
-            if tree is not None:
-                names |= {node.id for node in ast.walk(tree)
-                          if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
-            segment = []
+                nodes = []
+            if lines:
+                segments.append(tuple(
+                    {node.id for node in nodes
+                     if isinstance(node, ast.Name) and isinstance(node.ctx, kind)}
+                    for kind in (ast.Load, ast.Store)))
+            lines = []
         else:
-            segment.append(line)
-    return names
+            lines.append(line)
+    return segments or [(set(), set())]
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -49,11 +49,16 @@ def test_derived_config_setting_checkpoint_is_stopped(tmp_path):
     derived = tmp_path / 'derived.py'
     derived.write_text(f"_base_ = {UPERNET!r}\ncheckpoint = 'my/dense.pth'\n")
     cfg = Config.fromfile(derived)
-    with pytest.raises(ValueError, match="`checkpoint` variable is 'my/dense.pth', but .*"
-                                         "work_dirs/hgkd_r50/resnet50_dense.pth"):
+    with pytest.raises(ValueError, match="derived.py sets `checkpoint = 'my/dense.pth'`, but "
+                                         ".*'work_dirs/hgkd_r50/resnet50_dense.pth'"):
         check_checkpoint_variable(cfg)
     check_checkpoint_variable(Config.fromfile(UPERNET))  # the shipped config is consistent
     fixed = tmp_path / 'fixed.py'
     fixed.write_text(f"_base_ = {UPERNET!r}\ncheckpoint = 'my/dense.pth'\n"
                      'model = dict(backbone=dict(init_cfg=dict(checkpoint=checkpoint)))\n')
     check_checkpoint_variable(Config.fromfile(fixed))
+    # the documented override: the init_cfg alone (the inherited variable is then stale)
+    init_cfg_only = tmp_path / 'init_cfg_only.py'
+    init_cfg_only.write_text(f"_base_ = {UPERNET!r}\n"
+                             "model = dict(backbone=dict(init_cfg=dict(checkpoint='my.pth')))\n")
+    check_checkpoint_variable(Config.fromfile(init_cfg_only))

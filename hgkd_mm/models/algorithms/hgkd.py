@@ -1,14 +1,17 @@
 """H-GKD: a frozen MIM ViT teacher distilled into a sparse CNN student."""
 import logging
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
+from mmpretrain.models.backbones.resnet import get_expansion
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+from ..backbones import HGKDSparseResNet
 
 
 @MODELS.register_module()
@@ -54,8 +57,15 @@ class HGKD(BaseSelfSupervisor):
         if not 0 < mask_ratio < 1:
             raise ValueError(f'mask_ratio must be in (0, 1), got {mask_ratio}')
         teacher = MODELS.build(teacher)
+        if teacher.input_mode == 'masked' and teacher.decoder is None and teacher.checkpoint:
+            raise ValueError(
+                f"teacher.input_mode='masked' needs the MAE decoder in teacher.checkpoint "
+                f'({teacher.checkpoint}) to give targets at the masked positions, where the '
+                "loss is; the file has none: use teacher.input_mode='full'")
         neck = dict(neck)
         neck.setdefault('out_stride', teacher.patch_size)
+        if 'in_channels' not in neck:
+            neck['in_channels'] = student_widths(backbone)
         head = dict(head)
         head.setdefault('target_dims', teacher.embed_dims)
         head.setdefault('in_channels', neck.get('channels', 256))
@@ -111,7 +121,12 @@ class HGKD(BaseSelfSupervisor):
 
     def num_visible(self, h: int, w: int) -> int:
         """The visible cells per sample of a :meth:`mask` on an ``h x w`` grid."""
-        return max(1, round(h * w * (1 - self.mask_ratio)))
+        keep = max(1, round(h * w * (1 - self.mask_ratio)))
+        if keep == h * w:
+            raise ValueError(f'mask_ratio={self.mask_ratio} masks no cell of the {h}x{w} '
+                             f'stride-32 grid, so the loss on masked positions is empty: '
+                             f'use a mask_ratio above {0.5 / (h * w):.4g}')
+        return keep
 
     def extract_feat(self, inputs: Tensor, mask: Optional[Tensor] = None,
                      num_visible: Optional[int] = None):
@@ -152,6 +167,19 @@ class HGKD(BaseSelfSupervisor):
             self.student_loss, wanted is not False, options, 'student', 'model.compile=False',
             inputs, mask, teacher_tokens)
         return losses
+
+
+def student_widths(backbone: dict) -> Tuple[int, ...]:
+    """The output widths of an ``HGKDSparseResNet`` config's stages (``out_indices``)."""
+    if backbone.get('type') not in ('HGKDSparseResNet', HGKDSparseResNet):
+        raise ValueError('neck.in_channels: the stage widths of a backbone other than '
+                         f"HGKDSparseResNet ({backbone.get('type')!r}) must be given")
+    if backbone.get('depth') not in HGKDSparseResNet.arch_settings:
+        raise KeyError(f"invalid depth {backbone.get('depth')} for resnet")
+    expansion = get_expansion(HGKDSparseResNet.arch_settings[backbone['depth']][0],
+                              backbone.get('expansion'))
+    base = backbone.get('base_channels', 64)
+    return tuple(base * 2**i * expansion for i in backbone.get('out_indices', (0, 1, 2, 3)))
 
 
 def _compiled_or_eager(function: Callable, compile: bool, options: dict, name: str,

@@ -99,14 +99,18 @@ class HGKDDistillHead(BaseModule):
         return 1 - F.cosine_similarity(pred, target, dim=1).unsqueeze(1)
 
     def sim_loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """``L_sim``: 1 - Pearson correlation of the similarity distributions."""
-        student = F.normalize(pred.mean((2, 3)), dim=1)
-        teacher = F.normalize(target.mean((2, 3)), dim=1)
-        queue = self.queue.clone()
-        temperature = self.sim['temperature']
-        p_student = F.softmax(student @ queue.T / temperature, dim=1)
-        p_teacher = F.softmax(teacher @ queue.T / temperature, dim=1)
-        self._enqueue(teacher.detach())
+        """``L_sim``: 1 - Pearson correlation of the similarity distributions, in float32
+        (under bf16 autocast the logits, divided by a small temperature, would be rounded
+        to bf16). The queue takes the teacher embeddings in training mode only."""
+        with torch.autocast(pred.device.type, enabled=False):
+            student = F.normalize(pred.float().mean((2, 3)), dim=1)
+            teacher = F.normalize(target.float().mean((2, 3)), dim=1)
+            queue = self.queue.float().clone()
+            temperature = self.sim['temperature']
+            p_student = F.softmax(student @ queue.T / temperature, dim=1)
+            p_teacher = F.softmax(teacher @ queue.T / temperature, dim=1)
+        if self.training:
+            self._enqueue(teacher.detach())
         return (1 - pearson(p_student, p_teacher)).mean() * self.sim['weight']
 
     @torch.no_grad()

@@ -109,3 +109,33 @@ def test_teacher_grid_must_align_with_student_strides():
     with pytest.raises(ValueError, match='out_stride'):
         build(neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), channels=64,
                         out_stride=32))
+
+
+def test_mask_ratio_that_masks_no_cell_is_refused():
+    model = build(mask_ratio=0.1)  # 2x2 grid at 64 px: round(4 * 0.9) = 4 visible
+    with pytest.raises(ValueError, match=r'mask_ratio=0.1 masks no cell of the 2x2 .* above 0.125'):
+        model.loss(torch.randn(2, 3, 64, 64))
+    model.loss(torch.randn(2, 3, 128, 128))  # 4x4 grid: 14 of 16 visible
+
+
+@pytest.mark.parametrize('depth, widths', [(18, (64, 128, 256, 512)),
+                                           (50, (256, 512, 1024, 2048))])
+def test_neck_in_channels_default_to_the_student_widths(depth, widths):
+    model = build(backbone=dict(type='HGKDSparseResNet', depth=depth),
+                  neck=dict(type='HGKDUNetDecoder', channels=64))
+    assert tuple(norm.num_features for norm in model.neck.densify_norms) == tuple(
+        widths[i] for i in model.neck.used)
+    assert torch.isfinite(model.loss(torch.randn(2, 3, 64, 64))['loss_feat'])
+
+
+def test_masked_teacher_checkpoint_without_mae_decoder_is_refused(tmp_path):
+    from mmpretrain.models.backbones import VisionTransformer
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        vit = VisionTransformer(TINY_VIT, img_size=64, patch_size=16, out_type='featmap')
+    path = tmp_path / 'encoder_only.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in vit.state_dict().items()}}, path)
+    teacher = dict(type='FrozenViTTeacher', arch=TINY_VIT, img_size=64, patch_size=16,
+                   input_mode='masked', checkpoint=str(path))
+    with pytest.raises(ValueError, match=f"needs the MAE decoder in teacher.checkpoint \\({path}"):
+        build(teacher=teacher)
+    build(teacher=dict(teacher, input_mode='full'))

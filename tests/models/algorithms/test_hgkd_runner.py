@@ -105,8 +105,21 @@ heldout_dataloader = dict(
     collate_fn=dict(type='default_collate'),
     dataset=dict(type='CustomDataset', data_root={data!r}, with_label=False, pipeline=[
         dict(type='LoadImageOrRaise'), dict(type='Resize', scale=64), dict(type='PackInputs')]))
-model = dict(teacher=dict(input_mode={mode!r}))
+model = dict(teacher=dict(input_mode={mode!r}, checkpoint={teacher!r}, decoder_num_heads=4))
 """
+
+
+def mae_teacher_file(tmp) -> str:
+    """The tiny teacher with an MAE decoder of its width, which ``input_mode='masked'``
+    needs (``neck.`` keys, as in mmpretrain's MAE checkpoints)."""
+    from mmpretrain.models.necks import MAEPretrainDecoder
+    state_dict = safe_load(tmp / 'teacher.pth')['state_dict']
+    torch.manual_seed(1)
+    decoder = MAEPretrainDecoder(num_patches=16, embed_dim=64, decoder_embed_dim=64,
+                                 decoder_depth=1, decoder_num_heads=4, mlp_ratio=2)
+    state_dict.update({f'neck.{k}': v for k, v in decoder.state_dict().items()})
+    torch.save({'state_dict': state_dict}, tmp / 'teacher_mae.pth')
+    return str(tmp / 'teacher_mae.pth')
 
 
 def eval_feature_loss(*args):
@@ -120,7 +133,8 @@ def eval_feature_loss(*args):
 def test_heldout_feature_loss_for_both_teacher_input_modes(setup, mode):
     tmp, _ = setup
     config = tmp / f'eval_{mode}.py'
-    config.write_text(EVAL_CONFIG.format(data=str(tmp / 'images'), mode=mode))
+    teacher = mae_teacher_file(tmp) if mode == 'masked' else str(tmp / 'teacher.pth')
+    config.write_text(EVAL_CONFIG.format(data=str(tmp / 'images'), mode=mode, teacher=teacher))
     out = tmp / f'eval_{mode}.json'
     result = eval_feature_loss(config, tmp / 'full' / 'epoch_2.pth', '--out', out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

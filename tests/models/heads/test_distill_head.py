@@ -138,6 +138,18 @@ def test_sim_loss_matches_reference_and_fills_the_queue_in_order():
     torch.testing.assert_close(head.queue[[4, 0]], teacher)  # third batch: rows 4 and 0
 
 
+def test_sim_loss_is_float32_under_bf16_autocast_and_eval_keeps_the_queue():
+    pred, tokens, mask = example()
+    head = identity_head(sim=dict(queue_size=64, temperature=0.07)).eval()
+    queue, ptr = head.queue.clone(), head.queue_ptr.clone()
+    target = head.target([tokens])
+    expected = head.sim_loss(pred, target)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        torch.testing.assert_close(head.sim_loss(pred, target), expected, rtol=1e-6, atol=1e-7)
+    head.loss(pred, [tokens], mask)
+    assert torch.equal(head.queue, queue) and torch.equal(head.queue_ptr, ptr)
+
+
 @pytest.mark.parametrize('option', [dict(target_norm='l2'), dict(loss='l1'),
                                     dict(loss_on='visible')])
 def test_bad_option_names_it(option):
