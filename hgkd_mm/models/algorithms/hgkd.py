@@ -3,6 +3,7 @@ import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
+from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -141,6 +142,13 @@ class HGKD(BaseSelfSupervisor):
              **kwargs) -> Dict[str, Tensor]:
         """``inputs (B, 3, H, W)`` -> ``dict(loss_feat=..., [loss_sim=...])``."""
         mask = self.mask(inputs)
+        visible = inputs.shape[0] * self.num_visible(*mask.shape[-2:])
+        if self.training and visible < 2 and get_world_size() == 1:
+            # at stride 32 each visible cell is one position: torch's BatchNorm refuses a
+            # single value per channel, and the masked norms must not normalise it to 0
+            raise ValueError(f'batch {inputs.shape[0]} with {visible} visible stride-32 cell: '
+                             'BatchNorm needs more than one visible value per channel; use '
+                             'a larger batch or a lower mask_ratio')
         if self._student_step is None:
             return self._first_step(inputs, mask)
         teacher_tokens = self._teacher_step(inputs, mask)

@@ -139,3 +139,12 @@ def test_masked_teacher_checkpoint_without_mae_decoder_is_refused(tmp_path):
     with pytest.raises(ValueError, match=f"needs the MAE decoder in teacher.checkpoint \\({path}"):
         build(teacher=teacher)
     build(teacher=dict(teacher, input_mode='full'))
+
+
+def test_one_visible_value_per_channel_is_refused_in_training():
+    model = build(mask_ratio=0.75)  # 2x2 grid at 64 px: 1 visible cell per sample
+    with pytest.raises(ValueError, match='batch 1 with 1 visible stride-32 cell'):
+        model.loss(torch.randn(1, 3, 64, 64))
+    model.loss(torch.randn(2, 3, 64, 64))
+    model.eval()
+    model.loss(torch.randn(1, 3, 64, 64))  # running statistics: any batch
