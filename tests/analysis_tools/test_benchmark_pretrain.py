@@ -58,6 +58,7 @@ def test_tiny_run_writes_sane_json(tool, tmp_path):
     assert result['hgkd']['peak_rss_mib'] > 0
     assert result['composition']['spark_depth'] == 18
     assert result['ratio_img_per_s'] > 0
+    assert {'graphs', 'cudagraph_skips'} <= set(result['compile'])
 
 
 def test_variants_reach_the_model(tool, tmp_path):
@@ -68,8 +69,8 @@ def test_variants_reach_the_model(tool, tmp_path):
                         '--channels-last', '--norm-impl', 'triton'])
     assert result['teacher_input_mode'] == 'masked' and result['channels_last'] is True
     assert result['norm_impl'] == 'triton'  # asked for; on the CPU it runs the torch ops
-    assert result['compile'] == dict(requested=False, used=False, mode=None, teacher=False,
-                                     error=None)
+    assert {k: result['compile'][k] for k in ('requested', 'used', 'mode', 'teacher', 'error')
+            } == dict(requested=False, used=False, mode=None, teacher=False, error=None)
     assert 'composition' not in result and result['hgkd']['img_per_s'] > 0
 
 
@@ -90,6 +91,7 @@ def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
     """--breakdown runs each part (teacher forward, student forward + backward, clip +
     optimizer) iters + 1 times on its own and reports positive medians."""
     calls = dict(teacher=0, student=0, step=0)
+    strides = dict(teacher=set(), student=set())  # of the tokens: others would recompile
     real_breakdown = tool.breakdown
 
     def counting_breakdown(model, optimizer, bench, iters):
@@ -98,7 +100,10 @@ def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
         def count(name, function):
             def counted(*args, **kwargs):
                 calls[name] += 1
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
+                tokens = result if name == 'teacher' else args[2] if name == 'student' else []
+                strides.get(name, set()).update(t.stride() for t in tokens)
+                return result
             return counted
 
         model._teacher_step = count('teacher', teacher)
@@ -115,12 +120,54 @@ def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
     result = tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '3',
                         '--warmup', '1', '--threads', '1', '--breakdown', '--out', str(out)])
     assert calls == dict(teacher=1 + 4, student=4, step=4)  # tokens once, then 3 + 1 each
+    # mmpretrain's ViT returns a view without the class token: a plain clone() would be
+    # contiguous, and a compiled student would be compiled again for it
+    assert strides['student'] == strides['teacher'] and len(strides['teacher']) == 1
     parts = json.loads(out.read_text())['breakdown']
     assert parts == result['breakdown'] and parts['iters'] == 3
     names = ('teacher_forward_ms', 'student_forward_backward_ms', 'clip_and_optimizer_ms')
     assert all(parts[name] > 0 for name in names)
     assert parts['sum_ms'] == pytest.approx(sum(parts[name] for name in names))
     assert 'H-GKD parts alone (ms): teacher forward' in capsys.readouterr().out
+
+
+def test_results_are_written_before_the_breakdown_and_profile(tool, tmp_path, monkeypatch):
+    def failing_breakdown(*args):
+        raise RuntimeError('breakdown failed')
+
+    monkeypatch.setattr(tool, 'breakdown', failing_breakdown)
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / 'result.json'
+    with pytest.raises(RuntimeError, match='breakdown failed'):
+        tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '1',
+                   '--warmup', '0', '--threads', '1', '--breakdown', '--out', str(out)])
+    assert json.loads(out.read_text())['hgkd']['img_per_s'] > 0
+
+
+def test_gpu_busy_time_counts_each_kernel_once(tool):
+    """torch.profiler lists a kernel in its own row and again as the self device time of
+    the op that launched it; annotations (the optimizer step) span other kernels."""
+    from types import SimpleNamespace
+    from torch.autograd import DeviceType
+
+    def row(key, device, cpu_us=0, device_us=0, count=1, annotation=False):
+        return SimpleNamespace(key=key, device_type=device, self_cpu_time_total=cpu_us,
+                               self_device_time_total=device_us, count=count,
+                               is_user_annotation=annotation)
+
+    events = [row('aten::convolution', DeviceType.CPU, 300, 2000, count=2),
+              row('cudaLaunchKernel', DeviceType.CPU, 40, count=5),
+              row('Optimizer.step#AdamW.step', DeviceType.CPU, 10, annotation=True),
+              row('Optimizer.step#AdamW.step', DeviceType.CUDA, 0, 9000, annotation=True),
+              row('sm90_xmma_fprop', DeviceType.CUDA, 0, 2000, count=2),
+              row('vectorized_elementwise', DeviceType.CUDA, 0, 500, count=3)]
+    totals = tool.profile_totals(events, cuda=True)
+    assert totals['total_ms_per_step'] == pytest.approx(2.5)  # kernel rows only
+    assert totals['kernel_launches_per_step'] == 5
+    assert totals['cpu_ms_per_step'] == pytest.approx(0.34)
+    assert [e.key for e in totals['ops']] == ['aten::convolution', 'cudaLaunchKernel']
+    assert [e.key for e in totals['kernels']] == ['sm90_xmma_fprop', 'vectorized_elementwise']
 
 
 def test_profile_writes_the_op_table(tool, tmp_path):
@@ -144,6 +191,8 @@ def test_profile_writes_the_op_table(tool, tmp_path):
     (dict(PROFILE='yes'), "PROFILE must be 0 or 1, got 'yes'"),
     (dict(BUNDLE='results.zip'), "BUNDLE must be a .tgz path outside OUT"),
     (dict(BUNDLE='{out}/all.tgz'), "BUNDLE must be a .tgz path outside OUT"),
+    (dict(DEADLINE='9m'), "DEADLINE must be a number of seconds (0: none), got '9m'"),
+    (dict(RUN_TIMEOUT='-5'), "RUN_TIMEOUT must be a number of seconds (0: none), got '-5'"),
 ])
 def test_gpu_bench_rejects_bad_settings_before_installing(tmp_path, settings, message):
     script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
@@ -169,6 +218,10 @@ parser.add_argument('--compile-mode')
 parser.add_argument('--norm-impl', default='torch')
 parser.add_argument('--backend')
 args, _ = parser.parse_known_args()
+import os, time
+if os.path.basename(args.out) == os.environ.get('FAKE_SLOW_RUN', '') + '.json':
+    print('compiling...', flush=True)
+    time.sleep(60)
 with open({template!r}) as f:
     result = json.load(f)
 from mmengine.config import Config
@@ -182,10 +235,8 @@ with open(args.out, 'w') as f:
 """
 
 
-def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_path):
-    """The script's plumbing, with a stand-in python: each run name reaches the benchmark
-    with its options and the shared ones, and the rows printed at the end say so."""
-    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
+def stand_in_python(tmp_path):
+    """A python for gpu_bench.sh that logs its arguments and runs FAKE_BENCHMARK."""
     template = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27', 'run2_compiled.json')
     fake = tmp_path / 'fake_benchmark.py'
     fake.write_text(FAKE_BENCHMARK.format(template=template))
@@ -199,6 +250,36 @@ case "$1" in
 esac
 """)
     stand_in.chmod(0o755)
+    return stand_in, log
+
+
+def test_gpu_bench_time_limits_stop_a_run_and_skip_the_rest(tmp_path):
+    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
+    stand_in, _ = stand_in_python(tmp_path)
+    out = tmp_path / 'out'
+    env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS='compiled eager',
+               RUN_TIMEOUT='15', FAKE_SLOW_RUN='compiled')
+    result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '=== compiled (at most 15 s)' in result.stdout
+    assert 'compiled: exit status 124' in (out / 'compiled.log').read_text()
+    assert not (out / 'compiled.json').exists() and (out / 'eager.json').exists()
+    assert '| eager |' in (out / 'table.md').read_text()
+
+    env.update(OUT=str(tmp_path / 'late'), DEADLINE='20', RUN_TIMEOUT='0')
+    result = subprocess.run(['bash', script], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '=== compiled skipped: DEADLINE=20 s' in result.stdout  # under 30 s left
+    assert not list((tmp_path / 'late').glob('*.json'))
+
+
+def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_path):
+    """The script's plumbing, with a stand-in python: each run name reaches the benchmark
+    with its options and the shared ones, and the rows printed at the end say so."""
+    script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
+    stand_in, log = stand_in_python(tmp_path)
     out = tmp_path / 'out'
     runs = ('triton_check eager masked_eager eager_triton eager_triton_cl compiled '
             'masked_compiled compiled_cudagraphs compiled_combo')

@@ -236,6 +236,7 @@ class Step:
         self.times_ms: List[float] = []
         self.cpu_times_ms: List[float] = []
         self.transient_bytes = 0
+        self.reserved_bytes = 0
 
     def timed(self, device: torch.device) -> None:
         if device.type == 'cuda':
@@ -250,6 +251,7 @@ class Step:
             self.times_ms.append(start.elapsed_time(end))
             self.transient_bytes = max(self.transient_bytes,
                                        torch.cuda.max_memory_allocated() - start_bytes)
+            self.reserved_bytes = max(self.reserved_bytes, torch.cuda.max_memory_reserved())
         else:
             start_s, start_cpu_s = time.perf_counter(), time.process_time()
             self.run()
@@ -263,6 +265,9 @@ class Step:
                       ms_all=self.times_ms)
         if device.type == 'cuda':
             result['peak_memory_mib'] = (self.static_bytes() + self.transient_bytes) / MIB
+            # the caching allocator's peak for the whole process (both models): CUDA graph
+            # replays allocate nothing, so the line above misses their pool
+            result['peak_reserved_mib'] = self.reserved_bytes / MIB
         else:
             result['cpu_ms_median'] = statistics.median(self.cpu_times_ms)
             result['cpu_ms_min'] = min(self.cpu_times_ms)
@@ -456,14 +461,25 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                  'value is taken before the composition was built')
     if args.compare_spark:
         add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
+    if args.out:  # the timings survive a failure in the parts below
+        dump_json(args.out, result)
     if args.breakdown:
         result['breakdown'] = breakdown(model, optimizer, bench, args.iters)
     if args.profile:
         result['profile'] = profile_steps(hgkd, device, args.profile)
+    result['compile'].update(compile_counters())
     print_table(result)
     if args.out:
         dump_json(args.out, result)
     return result
+
+
+def compile_counters() -> dict:
+    """Graphs dynamo compiled in this process (a recompile shows as one more) and the
+    graphs inductor ran without CUDA graphs although asked to (``reduce-overhead``)."""
+    from torch._dynamo.utils import counters
+    return dict(graphs=counters['stats']['unique_graphs'],
+                cudagraph_skips=counters['inductor']['cudagraph_skips'])
 
 
 def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
@@ -479,8 +495,10 @@ def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
         with bench.autocast():
             return model._teacher_step(inputs, mask)
 
-    # a copy: with CUDA graphs, later teacher runs would overwrite the graph's output
-    tokens = [t.clone() for t in teacher()]
+    # a copy (with CUDA graphs, later teacher runs would overwrite the graph's output) with
+    # the strides of the step's tokens: other strides would compile the student again
+    tokens = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                  device=t.device).copy_(t) for t in teacher()]
 
     def student():
         optimizer.zero_grad(set_to_none=True)  # as in the step: gradients start empty
@@ -518,20 +536,44 @@ def profile_steps(step: Step, device: torch.device, path: str, steps: int = 3,
             torch.cuda.synchronize()
     key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
     averages = prof.key_averages()
-    events = sorted(averages, key=lambda e: getattr(e, key), reverse=True)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         f.write(averages.table(sort_by=key, row_limit=80))
-    total = sum(getattr(e, key) for e in events)
-    extra = dict(cpu_ms_per_step=sum(e.self_cpu_time_total for e in events) / 1000 / steps)
-    if device.type == 'cuda':  # GPU busy time against the step's time: launch-bound or not
-        extra['kernel_launches_per_step'] = sum(
-            e.count for e in events if e.key.startswith(LAUNCH_EVENTS)) / steps
-    return dict(steps=steps, sort_by=key, table=path,
-                total_ms_per_step=total / 1000 / steps, **extra,
-                top=[dict(name=e.key, calls_per_step=e.count / steps,
-                          ms_per_step=getattr(e, key) / 1000 / steps)
-                     for e in events[:top]])
+    totals = profile_totals(averages, device.type == 'cuda')
+
+    def rows(events):
+        return [dict(name=e.key, calls_per_step=e.count / steps,
+                     ms_per_step=getattr(e, key) / 1000 / steps) for e in events[:top]]
+
+    ops, kernels = totals.pop('ops'), totals.pop('kernels', None)
+    result = dict(steps=steps, sort_by=key, table=path,
+                  **{name: value / steps for name, value in totals.items()}, top=rows(ops))
+    if kernels is not None:
+        result['top_kernels'] = rows(kernels)
+    return result
+
+
+def profile_totals(events, cuda: bool) -> dict:
+    """Per-profile totals of torch.profiler's ``key_averages()`` rows. On CUDA a kernel's
+    time is listed in its own row and again as the self device time of the op that
+    launched it, and user annotations (the optimizer step, compiled graphs) span others:
+    as torch's own table, the GPU's busy time sums the kernel rows only. ``ops``: the CPU
+    op rows, ``kernels`` (CUDA): the kernel rows, both by time, longest first."""
+    from torch.autograd import DeviceType
+    ops = [e for e in events
+           if e.device_type == DeviceType.CPU and not (cuda and e.is_user_annotation)]
+    key = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    result = dict(ops=sorted(ops, key=lambda e: getattr(e, key), reverse=True),
+                  cpu_ms_per_step=sum(e.self_cpu_time_total for e in ops) / 1000)
+    if not cuda:
+        result['total_ms_per_step'] = sum(e.self_cpu_time_total for e in ops) / 1000
+        return result
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+    result['kernels'] = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)
+    result['total_ms_per_step'] = sum(e.self_device_time_total for e in kernels) / 1000
+    result['kernel_launches_per_step'] = sum(
+        e.count for e in ops if e.key.startswith(LAUNCH_EVENTS))
+    return result
 
 
 def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:

@@ -5,28 +5,29 @@
 #
 #   bash tools/analysis_tools/gpu_bench.sh      # JSON and logs to $OUT or work_dirs/bench
 #
-# Each compiled run compiles ResNet-50's step again (a minute or more): with a 10-minute
-# limit per call, split the default list, e.g.
-#   ITERS=10 WARMUP=3 RUNS="compiled eager masked_compiled masked_eager"
-#   ITERS=10 WARMUP=3 RUNS="eager_channels_last compiled_combo compiled_cudagraphs \
-#     eager_triton triton_check"
-# (the issue's goals for both backends first, then the options: if the call runs out of
-# time, the runs before are done). The device tool brings back 8 files of its $OUT, and
-# each run writes 3: there, set BUNDLE to a .tgz under the tool's $OUT and OUT elsewhere,
-#   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench RUNS=... bash tools/analysis_tools/gpu_bench.sh
+# Each compiled run compiles ResNet-50's step again (a minute or more). With a time limit
+# per call, set DEADLINE a little under it: no run starts after DEADLINE seconds, a run
+# still going then is stopped, and the runs done are kept (each run's JSON is written as
+# soon as its steps are timed, before the breakdown and the profile). RUNS is in order of
+# importance: the issue's goals for both backends first, then the options. The device
+# tool brings back 8 files of its $OUT, and each run writes 3: there, set BUNDLE to a .tgz
+# under the tool's $OUT and OUT elsewhere,
+#   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench1 DEADLINE=560 ITERS=10 WARMUP=3 \
+#     bash tools/analysis_tools/gpu_bench.sh
 # and the script packs OUT into BUNDLE after each run (so a killed call keeps the runs
 # done before). Runs without a backend in their name use the config's (packed since
 # session 9); masked_* and *_triton* (the Triton kernels are the masked backend's norms)
-# use backend masked. The channels-last effect on the compiled step is compiled_combo
-# against compiled_teacher, so the run "channels_last" (a compile of its own) is not in
-# the default list.
+# use backend masked. Options are compared with the run they change, from the same call
+# (same machine): eager_channels_last and eager_triton with eager and masked_eager,
+# compiled_cudagraphs and compiled_combo (channels-last + compiled teacher) with compiled.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
 # Environment: PYTHON (python3), CONFIG (configs/pretrain/hgkd_r50.py), BATCH (128),
 # ITERS (20), WARMUP (5), OUT, PROFILE (1: each run also writes a torch.profiler op table,
-# 3 more steps; 0: off), RUNS (in order; see the case list below; default: the two lists
-# above), BUNDLE (a .tgz path outside OUT, refreshed with OUT's files after each run).
+# 3 more steps; 0: off), RUNS (in order; see the case list below), BUNDLE (a .tgz path
+# outside OUT, refreshed with OUT's files after each run), DEADLINE (seconds from the
+# start; 0: none), RUN_TIMEOUT (seconds per run; 0: none).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -37,9 +38,12 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled eager masked_compiled masked_eager eager_channels_last compiled_combo \
-compiled_cudagraphs eager_triton triton_check}
+RUNS=${RUNS:-compiled eager masked_compiled masked_eager triton_check eager_triton \
+eager_channels_last compiled_cudagraphs compiled_combo}
 BUNDLE=${BUNDLE:-}
+DEADLINE=${DEADLINE:-0}
+RUN_TIMEOUT=${RUN_TIMEOUT:-0}
+export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
 KNOWN_RUNS=" triton_check compiled eager masked_compiled masked_eager eager_triton \
 eager_channels_last eager_triton_cl channels_last compiled_cudagraphs compiled_teacher \
 compiled_combo compiled_autotune compiled_lamb compiled_adamw teacher_masked spconv_eager "
@@ -47,6 +51,12 @@ if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
   echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
   exit 2
 fi
+for setting in DEADLINE RUN_TIMEOUT; do
+  if [[ ! "${!setting}" =~ ^[0-9]+$ ]]; then
+    echo "$setting must be a number of seconds (0: none), got '${!setting}'" >&2
+    exit 2
+  fi
+done
 for name in $RUNS; do  # before installing anything: device time is scarce
   if [[ "$KNOWN_RUNS" != *" $name "* ]]; then
     echo "RUNS: unknown run '$name' (known:$KNOWN_RUNS)" >&2
@@ -77,22 +87,43 @@ mmpretrain.__version__, 'torch', torch.__version__, torch.cuda.get_device_name()
 { nvidia-smi; "$PY" -m pip list 2>/dev/null; } > "$OUT/env.txt" 2>&1
 bundle
 
+timer=()
+start_run() {  # name: false when DEADLINE leaves no time; sets timer, the run's time limit
+  local limit=$RUN_TIMEOUT left
+  if (( DEADLINE > 0 )); then
+    left=$(( DEADLINE - SECONDS ))
+    if (( left < 30 )); then
+      echo "=== $1 skipped: DEADLINE=$DEADLINE s reached (${SECONDS} s)"
+      return 1
+    fi
+    (( limit == 0 || left < limit )) && limit=$left
+  fi
+  timer=()
+  (( limit > 0 )) && timer=(timeout -k 10 "$limit")
+  echo "=== $1${timer[*]:+ (at most $limit s)}"
+}
+
 run() {  # name, extra options
   local name=$1
   shift
-  echo "=== $name"
   local profile=()
   [[ "$PROFILE" == 1 ]] && profile=(--profile "$OUT/$name.profile.txt")
-  "$PY" tools/analysis_tools/benchmark_pretrain.py "$CONFIG" --device cuda --amp \
-    --compare-spark --breakdown --batch-size "$BATCH" --iters "$ITERS" --warmup "$WARMUP" \
-    --out "$OUT/$name.json" "${profile[@]}" "$@" 2>&1 | tee "$OUT/$name.log"
+  "${timer[@]}" "$PY" tools/analysis_tools/benchmark_pretrain.py "$CONFIG" --device cuda \
+    --amp --compare-spark --breakdown --batch-size "$BATCH" --iters "$ITERS" \
+    --warmup "$WARMUP" --out "$OUT/$name.json" "${profile[@]}" "$@" 2>&1 \
+    | tee "$OUT/$name.log"
+  local status=${PIPESTATUS[0]}
+  (( status == 0 )) || echo "=== $name: exit status $status (124: stopped by the time limit)" \
+    | tee -a "$OUT/$name.log"
 }
 
 for name in $RUNS; do
+  start_run "$name" || continue
   case $name in
     triton_check)  # the Triton masked norm against the torch one, on this GPU
-      echo "=== triton_check"
-      "$PY" tests/models/sparse/triton_norm_check.py cuda 2>&1 | tee "$OUT/triton_check.log" ;;
+      "${timer[@]}" "$PY" tests/models/sparse/triton_norm_check.py cuda 2>&1 \
+        | tee "$OUT/triton_check.log"
+      echo "=== triton_check: exit status ${PIPESTATUS[0]}" | tee -a "$OUT/triton_check.log" ;;
     compiled) run compiled ;;                  # default on CUDA: student under torch.compile
     eager) run eager --no-compile ;;
     masked_compiled) run masked_compiled --backend masked ;;  # the session-4 default
@@ -117,7 +148,7 @@ for name in $RUNS; do
       if "$PY" -c "import spconv.pytorch" 2> /dev/null; then
         run spconv_eager --backend spconv --no-compile
       else
-        echo "=== spconv_eager skipped: spconv (spconv-cu126) is not installed"
+        echo "spconv_eager skipped: spconv (spconv-cu126) is not installed"
       fi ;;
     *) echo "RUNS: '$name' is in KNOWN_RUNS but has no case here" >&2; exit 2 ;;
   esac

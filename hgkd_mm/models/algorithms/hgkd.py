@@ -30,7 +30,8 @@ class HGKD(BaseSelfSupervisor):
             (mmpretrain's name for it) and left out of saved checkpoints: its
             weights come from ``teacher.checkpoint``.
         mask_ratio (float): fraction of stride-32 cells masked, in (0, 1).
-        channels_last (bool): run the student in channels-last memory format.
+        channels_last (bool): run the student in channels-last memory format (its inputs
+            and its convolution weights).
         compile (bool | str | dict): ``torch.compile`` the student's part of the step
             (encoder, decoder, head and loss; the teacher stays eager). ``'auto'``
             (default): on when the inputs are on a CUDA device; ``True`` / ``False``:
@@ -86,6 +87,9 @@ class HGKD(BaseSelfSupervisor):
             raise ValueError(f'compile_teacher must be True or False, got {compile_teacher!r}')
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
+        if channels_last:  # the weights too: else every conv converts its weight per call
+            for part in (self.backbone, self.neck, self.head):
+                part.to(memory_format=torch.channels_last)
         self.compile_cfg = compile  # not self.compile: that is nn.Module.compile()
         self.compile_teacher = compile_teacher
         # chosen in the first training step: compiled or eager

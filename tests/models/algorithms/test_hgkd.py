@@ -148,3 +148,20 @@ def test_one_visible_value_per_channel_is_refused_in_training():
     model.loss(torch.randn(2, 3, 64, 64))
     model.eval()
     model.loss(torch.randn(1, 3, 64, 64))  # running statistics: any batch
+
+
+def test_channels_last_student_has_channels_last_weights_and_the_same_loss():
+    dense, channels_last = build(), build(channels_last=True)
+    weight = channels_last.backbone.layer1[0].conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and weight.ndim == 4
+    channels_last.load_state_dict(dense.state_dict())  # same values, layouts kept
+    # the random teachers differ (the student's init draws in another order), and they
+    # are not in the checkpoint
+    channels_last.teacher.load_state_dict(dense.teacher.state_dict())
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    inputs = torch.randn(2, 3, 64, 64)
+    losses = []
+    for model in (dense, channels_last):
+        torch.manual_seed(3)  # same masks
+        losses.append(model.loss(inputs)['loss_feat'])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
