@@ -6,7 +6,10 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${HGKD_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 
-[ -x "$PY" ] || python3 -m venv "$VENV"
+# a venv whose creation was cut short (no pip) is made again
+if ! { [ -x "$PY" ] && "$PY" -m pip --version >/dev/null 2>&1; }; then
+  python3 -m venv --clear "$VENV"
+fi
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 # 1. torch: keep whatever torch is present, otherwise the release that lies on this disk.
@@ -22,18 +25,22 @@ TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 #    change rebuilds it.
 STAMP="$VENV/.mmcv-built-for-torch"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$TORCH_VERSION" ] || ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
-  pip_install "setuptools<70" ninja wheel
+  # wheel 0.48 still provides bdist_wheel for setuptools < 70.1, which mmcv's build needs
+  pip_install "setuptools<70" ninja "wheel<0.49"
   WHEELS="${HGKD_CACHE:-$HOME/.cache/hgkd_mm}/mmcv-2.1.0-torch-$TORCH_VERSION"
   if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
     echo "[install] building mmcv 2.1.0 with ops for torch $TORCH_VERSION (15-20 minutes on 2 cores)"
     BUILD="$(mktemp -d)"
+    trap 'rm -rf "$BUILD"' EXIT  # a failed build leaves no sources behind
     "$PY" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: mmcv==2.1.0 -d "$BUILD"
     tar -xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
     sed -i "s/'-std=c++17'/'-std=c++20'/" "$BUILD"/mmcv-2.1.0/setup.py
-    mkdir -p "$WHEELS"
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip wheel --disable-pip-version-check -q \
-      --no-build-isolation --no-deps "$BUILD"/mmcv-2.1.0 -w "$WHEELS"
+      --no-build-isolation --no-deps "$BUILD"/mmcv-2.1.0 -w "$BUILD/dist"
+    mkdir -p "$WHEELS"  # the cache gets the wheel only once it is whole
+    mv "$BUILD"/dist/mmcv-2.1.0-*.whl "$WHEELS"/
     rm -rf "$BUILD"
+    trap - EXIT
   fi
   pip_install --force-reinstall --no-deps "$WHEELS"/mmcv-2.1.0-*.whl
   echo "$TORCH_VERSION" > "$STAMP"
@@ -46,15 +53,16 @@ pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt
 # 4. spconv: the CPU build without a GPU, else the CUDA build for torch's CUDA
 #    (hgkd_mm/models/sparse/spconv_build.py decides). Builds do not mix: another spconv
 #    or cumm build already there is removed first.
-SPCONV="$("$PY" "$ROOT/hgkd_mm/models/sparse/spconv_build.py")"
+SPCONV_REQ="$("$PY" "$ROOT/hgkd_mm/models/sparse/spconv_build.py")"  # e.g. spconv==2.3.8
+SPCONV="${SPCONV_REQ%%==*}"
 if ! "$PY" -m pip show -q "$SPCONV" >/dev/null 2>&1 || ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then
   OTHERS="$("$PY" -m pip list --format=freeze 2>/dev/null | cut -d= -f1 | grep -Ei '^(spconv|cumm)' || true)"
   if [ -n "$OTHERS" ]; then
     echo "[install] removing other spconv/cumm builds: $(echo $OTHERS)"
     "$PY" -m pip uninstall -y -q $OTHERS
   fi
-  echo "[install] $SPCONV==2.3.8"
-  pip_install "$SPCONV==2.3.8"
+  echo "[install] $SPCONV_REQ"
+  pip_install "$SPCONV_REQ"
 fi
 
 # 5. hgkd_mm itself, editable. Checked from / : `python -c` puts the current directory on

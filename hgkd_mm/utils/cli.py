@@ -41,6 +41,20 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def json_path(text: str) -> str:
+    """An argparse type for an ``--out`` JSON file, checked before the work that fills it:
+    not a folder, and in a folder that exists or can be made (no file in the way)."""
+    if osp.isdir(text) or text.endswith(os.sep):
+        raise argparse.ArgumentTypeError(f'{text} is a folder; give the JSON file to write')
+    folder = osp.dirname(osp.abspath(text))
+    while not osp.exists(folder):
+        folder = osp.dirname(folder)
+    if not osp.isdir(folder) or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f'cannot write {text}: {folder} is not a writable '
+                                         'folder')
+    return text
+
+
 def dump_json(path: str, obj, indent: int = 1) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder, so a
     failure (an object JSON cannot hold, a full disk) leaves any earlier file whole."""

@@ -64,5 +64,11 @@ def test_smoke_end_to_end_then_resume(tmp_path):
     rows = json.loads((variant / 'results.json').read_text())['rows']
     assert [row['method'] for row in rows] == METHODS[:1]
 
+    # the first work dir's H-GKD stage was trained with other options: not reused
+    changed = run_compare(work_dir, '--methods', 'hgkd', '--hgkd-options',
+                          'model.head.loss_on=all', ok=False)
+    assert f'hgkd: {work_dir}/hgkd was trained with other settings' in changed.stderr
+    assert (work_dir / 'hgkd' / 'epoch_1.pth').is_file()
+
     not_a_run = run_compare(tmp_path / 'bad', '--reuse-from', str(tmp_path), ok=False)
     assert '--reuse-from' in not_a_run.stderr and 'settings.json' in not_a_run.stderr

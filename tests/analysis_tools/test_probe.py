@@ -119,6 +119,12 @@ def test_linear_probe_separable_features_vs_random_labels():
     assert np.mean(top1) < 45  # chance: 25
 
 
+def test_linear_probe_refuses_a_training_part_too_small_to_pick_the_decay():
+    labels = torch.arange(4)  # one training image per class: no validation part (NaN)
+    with pytest.raises(ValueError, match='too few per class .* --split'):
+        probe.linear_probe(torch.randn(4, 8), labels, np.arange(4), np.arange(4), 0)
+
+
 def test_cli_checkpoint_on_colour_classes(colour_folder, resnet18_checkpoint, tmp_path):
     out = tmp_path / 'result.json'
     completed = subprocess.run(

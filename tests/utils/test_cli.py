@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgkd_mm.utils.cli import (dump_json, image_size, non_negative_int, open_fraction,
-                               positive_int)
+from hgkd_mm.utils.cli import (dump_json, image_size, json_path, non_negative_int,
+                               open_fraction, positive_int)
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools'
 
@@ -46,13 +46,23 @@ def test_dump_json_keeps_the_old_file_on_failure(tmp_path):
     assert os.listdir(out.parent) == ['result.json']  # no temporary file left
 
 
+def test_json_path_is_checked_before_the_work(tmp_path):
+    assert json_path(str(tmp_path / 'new' / 'deeper' / 'out.json'))  # folders to be made
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    for text, message in ((str(tmp_path), 'is a folder'), (f'{tmp_path}/new/', 'is a folder'),
+                          (str(blocker / 'out.json'), 'is not a writable folder')):
+        with pytest.raises(Exception, match=message):
+            json_path(text)
+
+
 BAD_ARGS = {
     'benchmark_pretrain': (['cfg.py'], [
         ('--batch-size', '0'), ('--iters', '0'), ('--warmup', '-1'), ('--threads', '0'),
-        ('--img-size', '100'), ('--spark-depth', '7')]),
+        ('--img-size', '100'), ('--spark-depth', '7'), ('--out', '/')]),
     'probe': (['random', '--data', 'x'], [
         ('--batch-size', '0'), ('--epochs', '0'), ('--split', '1.5'), ('--img-size', '-8'),
-        ('--lr', '0'), ('--device', 'tpu')]),
+        ('--lr', '0'), ('--device', 'tpu'), ('--out', '/')]),
     'compare_pretraining': ([], [
         ('--student-epochs', '0'), ('--workers', '-1'), ('--mae-batch-size', '0'),
         ('--img-size', '100'),

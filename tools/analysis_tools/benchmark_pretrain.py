@@ -34,7 +34,8 @@ from mmengine.registry import DefaultScope
 
 from hgkd_mm.models.backbones.sparse_resnet import BACKENDS
 from hgkd_mm.utils import merge_cfg_options
-from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int
+from hgkd_mm.utils.cli import (dump_json, image_size, json_path, non_negative_int,
+                               positive_int)
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
 MIB = 2**20
@@ -84,7 +85,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
-    parser.add_argument('--out', help='write the result as JSON here')
+    parser.add_argument('--out', type=json_path, help='write the result as JSON here')
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: this torch sees no CUDA device')

@@ -22,7 +22,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
 import hgkd_mm  # noqa: F401,E402
-from hgkd_mm.utils.cli import dump_json, positive_int  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, json_path, positive_int  # noqa: E402
 
 MMLogger.get_instance('ab', log_level='WARNING')
 torch.set_num_threads(1)
@@ -66,7 +66,7 @@ parser.add_argument('iters', nargs='?', type=positive_int, default=5, help='time
 parser.add_argument('--variants', default=','.join(variants),
                     help=f'comma-separated, from {",".join(variants)} (default: all; '
                     'default is always run, as the reference)')
-parser.add_argument('--out', help='write the summaries as JSON here')
+parser.add_argument('--out', type=json_path, help='write the summaries as JSON here')
 args = parser.parse_args()
 chosen = ['default'] + [v for v in args.variants.split(',') if v and v != 'default']
 unknown = [v for v in chosen if v not in variants]

@@ -107,6 +107,8 @@ def probe_subset(work_dir: str, classes: Optional[int], per_class: Optional[int]
     evenly spaced classes of ``PROBE_DATA`` (None: all)."""
     subset = osp.join(work_dir, f'probe_data_{classes or "all"}x{per_class or "all"}')
     names = sorted(os.listdir(PROBE_DATA))
+    if classes and classes > len(names):
+        raise SystemExit(f'--probe-classes {classes}: {PROBE_DATA} has {len(names)} classes')
     for name in names[::len(names) // classes if classes else 1][:classes]:
         os.makedirs(osp.join(subset, name), exist_ok=True)
         for image in sorted(os.listdir(osp.join(PROBE_DATA, name)))[:per_class]:
@@ -229,9 +231,36 @@ def reuse_stages(source: str, args: argparse.Namespace, settings: dict) -> None:
             os.symlink(osp.join(source, name), link)
 
 
+def check_stage_config(name: str, config: str, stage_dir: str, work_dir: str) -> None:
+    """Refuse to reuse or resume a stage that was trained with another config: its copy
+    ``stage_config.py`` (work dir paths aside) must equal this run's; a stage without
+    one (before session 11) is taken as it is. The copy is written before training."""
+    record = osp.join(stage_dir, 'stage_config.py')
+    with open(config) as f:
+        ours = f.read()
+    if not osp.isfile(record):
+        if osp.isdir(stage_dir) and os.listdir(stage_dir):
+            print(f'[compare] {name}: {stage_dir} has no stage_config.py; its settings are '
+                  'not checked', flush=True)
+        else:
+            os.makedirs(stage_dir, exist_ok=True)
+            with open(record, 'w') as f:
+                f.write(ours)
+        return
+    with open(record) as f:
+        theirs = f.read()
+    source = osp.dirname(osp.realpath(stage_dir))  # another work dir for --reuse-from
+    if theirs.replace(source, '<work_dir>') != ours.replace(work_dir, '<work_dir>'):
+        raise SystemExit(f'[compare] {name}: {stage_dir} was trained with other settings than '
+                         f'this run (compare {record} with {config}): use another '
+                         f'--work-dir, or delete {stage_dir} to train the stage again')
+
+
 def train(name: str, config: str, work_dir: str, epochs: int) -> dict:
-    """``tools/train.py config --resume`` unless ``epoch_<epochs>.pth`` exists."""
+    """``tools/train.py config --resume`` unless ``epoch_<epochs>.pth`` exists; either way
+    only with the config the stage was started with (:func:`check_stage_config`)."""
     stage_dir = osp.join(work_dir, name)
+    check_stage_config(name, config, stage_dir, work_dir)
     checkpoint = osp.join(stage_dir, f'epoch_{epochs}.pth')
     timing = osp.join(stage_dir, 'stage_seconds.json')  # the run that made checkpoint
     if osp.isfile(checkpoint):

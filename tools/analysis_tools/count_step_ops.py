@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_leaves
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import benchmark_pretrain as bench  # noqa: E402
 from hgkd_mm.models.backbones.sparse_resnet import BACKENDS  # noqa: E402
-from hgkd_mm.utils.cli import dump_json, image_size, positive_int  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, image_size, json_path, positive_int  # noqa: E402
 
 VIEWS = {'view', '_unsafe_view', 'expand', 'permute', 'transpose', 't', 'slice', 'select',
          'unsqueeze', 'squeeze', 'as_strided', 'detach', 'alias', 'split', 'unbind',
@@ -116,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         "config's)")
     parser.add_argument('--amp', action=argparse.BooleanOptionalAction, default=True,
                         help='bf16 autocast (default on)')
-    parser.add_argument('--out', help='write the counts as JSON here')
+    parser.add_argument('--out', type=json_path, help='write the counts as JSON here')
     args = parser.parse_args(argv)
     cfg = bench.hgkd_config(args.config)
     img_size = args.img_size or bench.crop_size(cfg)

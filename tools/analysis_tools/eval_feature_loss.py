@@ -16,14 +16,14 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
 from hgkd_mm.utils import allow_mmengine_checkpoint_globals
-from hgkd_mm.utils.cli import dump_json
+from hgkd_mm.utils.cli import dump_json, json_path
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint')
-    parser.add_argument('--out', help='write the numbers as JSON here')
+    parser.add_argument('--out', type=json_path, help='write the numbers as JSON here')
     parser.add_argument('--seed', type=int, default=0, help='seed of the masks')
     return parser.parse_args()
 

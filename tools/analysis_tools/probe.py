@@ -54,7 +54,7 @@ from PIL import Image
 from torch import Tensor
 
 import hgkd_mm  # noqa: F401  (allow-lists mmengine's checkpoint classes for weights_only)
-from hgkd_mm.utils.cli import dump_json, open_fraction, positive_int
+from hgkd_mm.utils.cli import dump_json, json_path, open_fraction, positive_int
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -347,6 +347,10 @@ def linear_probe(features: Tensor, labels: Tensor, train_idx: np.ndarray,
     part of ``train_idx``, refitted on all of ``train_idx``, tested on ``test_idx``."""
     num_classes = int(labels.max()) + 1
     fit_idx, val_idx = stratified_split(labels[train_idx].numpy(), VAL_FRACTION, seed)
+    if not len(val_idx):  # accuracy would be NaN for every weight decay
+        raise ValueError(f'the {len(train_idx)} training images have too few per class (a '
+                         'class needs 2) to hold out a part for picking the weight decay: '
+                         'use more images per class (--data) or a smaller --split')
     fit_idx, val_idx = train_idx[fit_idx], train_idx[val_idx]
     fit_x, val_x = standardize(features[fit_idx], features[val_idx])
     heads, val_top1 = {}, {}
@@ -458,6 +462,10 @@ def evaluate(checkpoint: str, data: str, arch: str = 'resnet18', img_size: int =
             train_idx, test_idx = np.arange(len(train_set.paths)), fixed_test
         else:
             train_idx, test_idx = stratified_split(labels.numpy(), split, seed)
+        if not len(test_idx):
+            raise ValueError(f'--split {split} leaves no test image of the {len(labels)} '
+                             'images (a class needs 2 to lend one): use more images per '
+                             'class (--data) or a test folder')
         if mode == 'linear':
             run = linear_probe(features, labels, train_idx, test_idx, seed)
         else:
@@ -514,7 +522,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=positive_int, default=64)
     parser.add_argument('--cache-dir', help='cache decoded images and features here')
     parser.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda when available)')
-    parser.add_argument('--out', help='write the results as JSON here')
+    parser.add_argument('--out', type=json_path, help='write the results as JSON here')
     args = parser.parse_args(argv)
     if args.lr <= 0:
         parser.error(f'--lr must be positive, got {args.lr}')

@@ -13,17 +13,20 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .spconv_build import SPCONV_VERSION, spconv_package
+from .spconv_build import spconv_requirement
 
 
 def install_hint() -> str:
     """How to install the spconv build that fits this torch."""
-    package = spconv_package(torch.version.cuda, torch.cuda.is_available())
+    try:
+        install = f'`pip install {spconv_requirement(torch.version.cuda, torch.cuda.is_available())}`'
+    except ValueError as error:  # no build for this CUDA
+        install = str(error).split(';')[0]
     return (f"backend='spconv' needs the spconv package, which is not installed. For this "
             f'torch (CUDA {torch.version.cuda or "none"}, GPU '
             f'{"found" if torch.cuda.is_available() else "not found"}): '
-            f'`pip install {package}=={SPCONV_VERSION}` (remove other spconv/cumm builds '
-            "first); or use backend='masked', which gives the same results.")
+            f"{install} (remove other spconv/cumm builds first); or use backend='masked', "
+            'which gives the same results.')
 
 
 def import_spconv():

@@ -73,17 +73,29 @@ def test_spconv_missing_gives_install_hint(monkeypatch):
         HGKDSparseResNet(18, backend='spconv')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.version, 'cuda', '12.4')
-    with pytest.raises(ImportError, match=r'pip install spconv-cu120==2\.3\.8`'):
+    with pytest.raises(ImportError, match=r'pip install spconv-cu124==2\.3\.8`'):
+        HGKDSparseResNet(18, backend='spconv')
+    monkeypatch.setattr(torch.version, 'cuda', '10.2')
+    with pytest.raises(ImportError, match=r'no spconv build for CUDA 10\.2 .*backend=.masked'):
         HGKDSparseResNet(18, backend='spconv')
 
 
-@pytest.mark.parametrize('cuda, gpu, package', [
-    (None, False, 'spconv'), ('13.0', False, 'spconv'), ('11.7', True, 'spconv-cu117'),
-    ('11.8', True, 'spconv-cu118'), ('12.1', True, 'spconv-cu120'),
-    ('12.6', True, 'spconv-cu126'), ('12.8', True, 'spconv-cu126'),
-    ('13.0', True, 'spconv-cu126')])
-def test_spconv_build_for_torch(cuda, gpu, package):
-    assert spconv_build.spconv_package(cuda, gpu) == package
+@pytest.mark.parametrize('cuda, gpu, requirement', [
+    (None, False, 'spconv==2.3.8'), ('13.0', False, 'spconv==2.3.8'),
+    ('11.4', True, 'spconv-cu114==2.3.8'), ('11.7', True, 'spconv-cu114==2.3.8'),
+    ('11.8', True, 'spconv-cu118==2.3.8'), ('12.0', True, 'spconv-cu120==2.3.6'),
+    ('12.1', True, 'spconv-cu121==2.3.8'), ('12.3', True, 'spconv-cu121==2.3.8'),
+    ('12.4', True, 'spconv-cu124==2.3.8'), ('12.5', True, 'spconv-cu124==2.3.8'),
+    ('12.6', True, 'spconv-cu126==2.3.8'), ('12.8', True, 'spconv-cu126==2.3.8'),
+    ('13.0', True, 'spconv-cu126==2.3.8')])
+def test_spconv_build_for_torch(cuda, gpu, requirement):
+    """Each one is a release on PyPI (spconv-cu117 and -cu120 stop at 2.3.6)."""
+    assert spconv_build.spconv_requirement(cuda, gpu) == requirement
+
+
+def test_no_spconv_build_for_old_cuda():
+    with pytest.raises(ValueError, match='no spconv build for CUDA 11.3'):
+        spconv_build.spconv_requirement('11.3', True)
 
 
 def test_spconv_build_script_runs_without_hgkd_mm():
@@ -91,5 +103,5 @@ def test_spconv_build_script_runs_without_hgkd_mm():
     result = subprocess.run([sys.executable, spconv_build.__file__], capture_output=True,
                             text=True, timeout=300, cwd='/')
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == spconv_build.spconv_package(torch.version.cuda,
-                                                                torch.cuda.is_available())
+    assert result.stdout.strip() == spconv_build.spconv_requirement(torch.version.cuda,
+                                                                    torch.cuda.is_available())
