@@ -245,11 +245,11 @@ def check_stage_config(name: str, config: str, stage_dir: str, work_dir: str) ->
         else:
             os.makedirs(stage_dir, exist_ok=True)
             with open(record, 'w') as f:
-                f.write(ours)
+                f.write(f'# work_dir: {work_dir}\n{ours}')
         return
     with open(record) as f:
-        theirs = f.read()
-    source = osp.dirname(osp.realpath(stage_dir))  # another work dir for --reuse-from
+        source, theirs = f.readline()[len('# work_dir: '):].rstrip('\n'), f.read()
+    # another work dir's stage for --reuse-from: its paths are its own
     if theirs.replace(source, '<work_dir>') != ours.replace(work_dir, '<work_dir>'):
         raise SystemExit(f'[compare] {name}: {stage_dir} was trained with other settings than '
                          f'this run (compare {record} with {config}): use another '
