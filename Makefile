@@ -1,5 +1,6 @@
 # Both targets create or reuse .venv/ and install everything on a fresh machine.
-PY := .venv/bin/python
+# HGKD_VENV: another venv for tools/install_env.sh and these targets (default .venv/)
+PY := $(or $(HGKD_VENV),.venv)/bin/python
 
 .PHONY: env demo test
 env:
