@@ -92,13 +92,22 @@ def check_checkpoint_variable(cfg: Config) -> None:
 
 
 def _pretrained_checkpoints(node: Any) -> set[str]:
+    return {init_cfg['checkpoint'] for init_cfg in _pretrained_init_cfgs(node)
+            if isinstance(init_cfg.get('checkpoint'), str)}
+
+
+def _pretrained_init_cfgs(node: Any) -> Iterator[dict]:
+    """Every ``type='Pretrained'`` dict below ``node`` (the dicts themselves: editable)."""
     if isinstance(node, dict):
-        found = {node['checkpoint']} if (node.get('type') == 'Pretrained' and
-                                         isinstance(node.get('checkpoint'), str)) else set()
-        return found.union(*map(_pretrained_checkpoints, node.values()))
-    if isinstance(node, (list, tuple)):
-        return set().union(*map(_pretrained_checkpoints, node))
-    return set()
+        if node.get('type') == 'Pretrained':
+            yield node
+        values = node.values()
+    elif isinstance(node, (list, tuple)):
+        values = node
+    else:
+        return
+    for value in values:
+        yield from _pretrained_init_cfgs(value)
 
 
 def substituted_variables(cfg: Config) -> set[str]:
@@ -146,14 +155,8 @@ def _leaves(node: Any, prefix: str = '') -> Iterator[tuple[str, Any]]:
 
 def _replace_pretrained(node: Any, old: str, new: str) -> int:
     """Point ``Pretrained`` init_cfgs that load ``old`` at ``new``; how many there were."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') == 'Pretrained' and node.get('checkpoint') == old:
-            node['checkpoint'] = new
-            count += 1
-        for value in node.values():
-            count += _replace_pretrained(value, old, new)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _replace_pretrained(value, old, new)
-    return count
+    found = [init_cfg for init_cfg in _pretrained_init_cfgs(node)
+             if init_cfg.get('checkpoint') == old]
+    for init_cfg in found:
+        init_cfg['checkpoint'] = new
+    return len(found)

@@ -36,12 +36,20 @@ def test_runner_keys_and_settings_pass():
     assert cfg.train_dataloader.dataset.pipeline[1].scale == 64
 
 
-def test_checkpoint_option_without_the_variable_is_refused(tmp_path):
-    path = tmp_path / 'no_variable.py'
-    path.write_text("model = dict(backbone=dict(type='ResNet', depth=18, init_cfg=dict(\n"
-                    "    type='Pretrained', checkpoint='torchvision://resnet50')))\n")
-    with pytest.raises(ValueError, match='no `checkpoint` variable.*model.backbone.init_cfg'):
-        merge_cfg_options(Config.fromfile(path), {'checkpoint': 'mine.pth'})
+@pytest.mark.parametrize('text, message', [
+    # the variable, but no Pretrained init_cfg reads it
+    ("checkpoint = 'a.pth'\nmodel = dict(backbone=dict(type='ResNet', depth=18))\n",
+     'model.backbone.init_cfg.checkpoint'),
+    # a Pretrained init_cfg, but no variable to carry the option to it
+    ("model = dict(backbone=dict(type='ResNet', depth=18, init_cfg=dict(\n"
+     "    type='Pretrained', checkpoint='torchvision://resnet50')))\n",
+     'no `checkpoint` variable.*model.backbone.init_cfg'),
+], ids=['no_reader', 'no_variable'])
+def test_checkpoint_option_that_would_change_nothing_is_refused(tmp_path, text, message):
+    path = tmp_path / 'config.py'
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        merge_cfg_options(Config.fromfile(path), {'checkpoint': 'b.pth'})
 
 
 def test_derived_config_setting_checkpoint_is_stopped(tmp_path):
