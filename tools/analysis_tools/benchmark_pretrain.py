@@ -564,10 +564,10 @@ def profile_totals(events, cuda: bool) -> dict:
     ops = [e for e in events
            if e.device_type == DeviceType.CPU and not (cuda and e.is_user_annotation)]
     key = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    cpu_ms = sum(e.self_cpu_time_total for e in ops) / 1000
     result = dict(ops=sorted(ops, key=lambda e: getattr(e, key), reverse=True),
-                  cpu_ms_per_step=sum(e.self_cpu_time_total for e in ops) / 1000)
+                  cpu_ms_per_step=cpu_ms, total_ms_per_step=cpu_ms)  # on CUDA: below
     if not cuda:
-        result['total_ms_per_step'] = sum(e.self_cpu_time_total for e in ops) / 1000
         return result
     kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
     result['kernels'] = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)
