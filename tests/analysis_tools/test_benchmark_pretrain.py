@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import types
 
 import pytest
 import torch
@@ -85,6 +86,24 @@ def test_compile_options_are_checked(tool, tmp_path, capsys, options, named):
     with pytest.raises(SystemExit):
         tool.main([str(config), '--device', 'cpu', *options])
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('mode, expected', [
+    (None, dict(compile=True, cuda_graphs='auto')),  # the config's CUDA graphs
+    ('default', dict(compile=dict(mode='default'), cuda_graphs=False)),  # the mode given
+])
+def test_compile_mode_replaces_the_config_cuda_graphs(tool, monkeypatch, mode, expected):
+    built = []
+
+    def stop(cfg, device):
+        built.append(cfg)
+        raise KeyError('built')
+
+    monkeypatch.setattr(tool, 'build_model', stop)
+    with pytest.raises(KeyError, match='built'):
+        tool.warm_up_hgkd(types.SimpleNamespace(device='cuda'),
+                          dict(type='HGKD', cuda_graphs='auto'), True, 1, 0, mode)
+    assert {key: built[0][key] for key in expected} == expected
 
 
 def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
@@ -282,7 +301,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
     stand_in, log = stand_in_python(tmp_path)
     out = tmp_path / 'out'
     runs = ('triton_check eager masked_eager eager_triton eager_triton_cl compiled '
-            'masked_compiled compiled_cudagraphs compiled_combo')
+            'masked_compiled compiled_nographs compiled_cl compiled_combo')
     bundle = tmp_path / 'bundle.tgz'
     env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
                WARMUP='2', BUNDLE=str(bundle))
@@ -292,7 +311,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
 
     calls = [line.split() for line in log.read_text().splitlines()
              if 'benchmark_pretrain.py' in line]
-    assert len(calls) == 8
+    assert len(calls) == 9
     for name, call in zip(runs.split()[1:], calls):
         assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
         text = ' '.join(call)
@@ -319,8 +338,9 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
         'eager_triton_cl': prefix + 'eager, norm triton, channels_last, ForeachLamb',
         'compiled': prefix + 'compiled, norm torch, backend packed, ForeachLamb',
         'masked_compiled': prefix + 'compiled, norm torch, ForeachLamb',
-        'compiled_cudagraphs': prefix + 'compiled (reduce-overhead), norm torch, backend packed, '
-                                        'ForeachLamb',
+        'compiled_nographs': prefix + 'compiled (default), norm torch, backend packed, '
+                                      'ForeachLamb',
+        'compiled_cl': prefix + 'compiled, norm torch, channels_last, backend packed, ForeachLamb',
         'compiled_combo': prefix + 'compiled, teacher compiled, norm torch, channels_last, '
                                    'backend packed, ForeachLamb',
     }

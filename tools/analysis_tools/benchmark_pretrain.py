@@ -342,8 +342,10 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
 
     def build(compile_now: bool):
         torch.manual_seed(seed)
-        compile_cfg = (dict(mode=compile_mode) if compile_mode else True) if compile_now else False
-        model = build_model(dict(model_cfg, compile=compile_cfg), bench.device)
+        cfg = dict(model_cfg, compile=compile_now)
+        if compile_now and compile_mode:  # the mode given here replaces cuda_graphs
+            cfg.update(compile=dict(mode=compile_mode), cuda_graphs=False)
+        model = build_model(cfg, bench.device)
         step, optimizer = bench.step('H-GKD', model, lambda: model.loss(bench.inputs))
         return step, model, optimizer
 
@@ -351,9 +353,10 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
     try:
         for _ in range(max(warmup, int(compiled))):  # the compiler runs in the first step
             step.run()
-        used = compiled and model._student_step != model.student_loss
+        used = model.student_compiled_with is not None
         return step, model, optimizer, dict(
-            requested=compiled, used=used, mode=compile_mode,
+            requested=compiled, used=used,
+            mode=(model.student_compiled_with or {}).get('mode', compile_mode),
             teacher=used and model._teacher_step != model.teacher.forward,
             error=None if used or not compiled else 'model fell back to eager (see its warning)')
     except Exception as error:  # noqa: BLE001  any compiler failure: fall back to eager

@@ -17,9 +17,11 @@
 # and the script packs OUT into BUNDLE after each run (so a killed call keeps the runs
 # done before). Runs without a backend in their name use the config's (packed since
 # session 9); masked_* and *_triton* (the Triton kernels are the masked backend's norms)
-# use backend masked. Options are compared with the run they change, from the same call
-# (same machine): eager_channels_last and eager_triton with eager and masked_eager,
-# compiled_cudagraphs and compiled_combo (channels-last + compiled teacher) with compiled.
+# use backend masked. Compiled runs use the config's CUDA graphs (model.cuda_graphs, since
+# session 12) unless their name ends in _nographs (torch.compile's default mode). Options
+# are compared with the run they change, from the same call (same machine):
+# eager_channels_last and eager_triton with eager and masked_eager, compiled_cl
+# (channels-last) and compiled_combo (channels-last + compiled teacher) with compiled.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
@@ -38,15 +40,16 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled eager masked_compiled masked_eager triton_check eager_triton \
-eager_channels_last compiled_cudagraphs compiled_combo}
+RUNS=${RUNS:-compiled compiled_cl compiled_combo eager masked_compiled compiled_nographs \
+triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
 KNOWN_RUNS=" triton_check compiled eager masked_compiled masked_eager eager_triton \
-eager_channels_last eager_triton_cl channels_last compiled_cudagraphs compiled_teacher \
-compiled_combo compiled_autotune compiled_lamb compiled_adamw teacher_masked spconv_eager "
+eager_channels_last eager_triton_cl compiled_cl compiled_nographs masked_nographs \
+compiled_teacher compiled_combo compiled_autotune compiled_lamb compiled_adamw \
+teacher_masked spconv_eager "
 if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
   echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
   exit 2
@@ -124,25 +127,25 @@ for name in $RUNS; do
       "${timer[@]}" "$PY" tests/models/sparse/triton_norm_check.py cuda 2>&1 \
         | tee "$OUT/triton_check.log"
       echo "=== triton_check: exit status ${PIPESTATUS[0]}" | tee -a "$OUT/triton_check.log" ;;
-    compiled) run compiled ;;                  # default on CUDA: student under torch.compile
+    compiled) run compiled ;;  # the default on CUDA: compiled student in CUDA graphs
     eager) run eager --no-compile ;;
-    masked_compiled) run masked_compiled --backend masked ;;  # the session-4 default
+    masked_compiled) run masked_compiled --backend masked ;;
     masked_eager) run masked_eager --backend masked --no-compile ;;
+    compiled_nographs) run compiled_nographs --compile-mode default ;;
+    masked_nographs) run masked_nographs --backend masked --compile-mode default ;;  # session 4
     eager_triton) run eager_triton --backend masked --no-compile --norm-impl triton ;;
     eager_channels_last) run eager_channels_last --no-compile --channels-last ;;
     eager_triton_cl)
       run eager_triton_cl --backend masked --no-compile --norm-impl triton --channels-last ;;
-    compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;
-    compiled_teacher) run compiled_teacher --compile-teacher ;;
-    compiled_combo)  # the two low-risk compiled options together
-      run compiled_combo --channels-last --compile-teacher ;;
+    compiled_cl) run compiled_cl --channels-last ;;  # no NCHW<->NHWC conversions in cuDNN
+    compiled_teacher) run compiled_teacher --compile-teacher ;;  # without CUDA graphs
+    compiled_combo) run compiled_combo --channels-last --compile-teacher ;;
     compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes
       run compiled_autotune --compile-mode max-autotune-no-cudagraphs ;;
     compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
       run compiled_lamb --cfg-options optim_wrapper.optimizer.type=Lamb ;;
     compiled_adamw)  # fused AdamW on both sides, as ../shared/docs/anchors.md
       run compiled_adamw --cfg-options optim_wrapper.optimizer.type=AdamW ;;
-    channels_last) run channels_last --channels-last ;;
     teacher_masked) run teacher_masked --teacher-input-mode masked --no-compile ;;  # vs eager
     spconv_eager)                               # vs eager
       if "$PY" -c "import spconv.pytorch" 2> /dev/null; then

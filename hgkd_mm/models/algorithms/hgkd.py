@@ -14,6 +14,9 @@ from mmpretrain.structures import DataSample
 
 from ..backbones import HGKDSparseResNet
 
+# torch.compile modes that capture the compiled functions in CUDA graphs (on CUDA inputs)
+CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')
+
 
 @MODELS.register_module()
 class HGKD(BaseSelfSupervisor):
@@ -43,6 +46,16 @@ class HGKD(BaseSelfSupervisor):
             ``compile=False`` avoids them.
         compile_teacher (bool): also ``torch.compile`` the teacher's forward, with the
             same arguments, whenever the student is compiled. Default False.
+        cuda_graphs (bool | str): compile the student with ``mode='reduce-overhead'``,
+            which replays its kernels from CUDA graphs instead of launching each from the
+            host (on CUDA inputs only). ``'auto'``: in a single process only (DDP with
+            CUDA graph trees has open crash reports, pytorch#113809); ``True``: in
+            distributed runs too; ``False`` (default): never. Under CUDA graphs the
+            student's gradients must be cleared before each step (torch overwrites
+            accumulated ones, pytorch#169545): gradient accumulation is refused. A
+            ``compile_teacher`` is compiled without them (two CUDA-graphed functions in
+            a row fail, pytorch#160281), and so ``compile=dict(mode=...)`` with a CUDA
+            graph mode is refused with ``compile_teacher``.
     """
 
     def __init__(self,
@@ -54,6 +67,7 @@ class HGKD(BaseSelfSupervisor):
                  channels_last: bool = False,
                  compile: Union[bool, str, dict] = 'auto',
                  compile_teacher: bool = False,
+                 cuda_graphs: Union[bool, str] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if not 0 < mask_ratio < 1:
@@ -85,6 +99,7 @@ class HGKD(BaseSelfSupervisor):
                              f'arguments, got {compile!r}')
         if not isinstance(compile_teacher, bool):
             raise ValueError(f'compile_teacher must be True or False, got {compile_teacher!r}')
+        check_cuda_graphs(cuda_graphs, compile, compile_teacher)
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
         if channels_last:  # the weights too: else every conv converts its weight per call
@@ -92,9 +107,13 @@ class HGKD(BaseSelfSupervisor):
                 part.to(memory_format=torch.channels_last)
         self.compile_cfg = compile  # not self.compile: that is nn.Module.compile()
         self.compile_teacher = compile_teacher
+        self.cuda_graphs = cuda_graphs
         # chosen in the first training step: compiled or eager
         self._teacher_step: Optional[Callable] = None
         self._student_step: Optional[Callable] = None
+        # the torch.compile arguments of the student in use (None: eager)
+        self.student_compiled_with: Optional[dict] = None
+        self._graphed_params: List[torch.nn.Parameter] = []  # the gradient check's
         # the frozen teacher is not part of the student's checkpoints
         teacher._register_state_dict_hook(_drop_own_keys)
         teacher.register_load_state_dict_pre_hook(_fill_own_keys)
@@ -155,6 +174,12 @@ class HGKD(BaseSelfSupervisor):
                              'a larger batch or a lower mask_ratio')
         if self._student_step is None:
             return self._first_step(inputs, mask)
+        if self.training and any(p.grad is not None for p in self._graphed_params):
+            raise RuntimeError(
+                'the student runs in CUDA graphs (model.cuda_graphs), which overwrite '
+                'gradients kept from an earlier step (pytorch#169545): clear them before '
+                'each step (no optim_wrapper.accumulative_counts > 1, zero_grad with '
+                'set_to_none=True), or set model.cuda_graphs=False')
         teacher_tokens = self._teacher_step(inputs, mask)
         return self._student_step(inputs, mask, teacher_tokens)
 
@@ -170,15 +195,51 @@ class HGKD(BaseSelfSupervisor):
         """Pick compiled or eager (``compile``, ``compile_teacher``) and run the step; a
         part whose compiling fails goes on eager."""
         wanted = self.compile_cfg if self.compile_cfg != 'auto' else inputs.is_cuda
-        options = wanted if isinstance(wanted, dict) else {}
+        options = dict(wanted) if isinstance(wanted, dict) else {}
         # a bound method, not the module: a module attribute would be a second submodule
         self._teacher_step, teacher_tokens = _compiled_or_eager(
             self.teacher.forward, wanted is not False and self.compile_teacher, options,
             'teacher', 'model.compile_teacher=False', inputs, mask)
+        if wanted is not False and self._use_cuda_graphs(inputs.is_cuda):
+            options['mode'] = 'reduce-overhead'  # the student's only (pytorch#160281)
         self._student_step, losses = _compiled_or_eager(
             self.student_loss, wanted is not False, options, 'student', 'model.compile=False',
             inputs, mask, teacher_tokens)
+        if self._student_step != self.student_loss:
+            self.student_compiled_with = options
+            if inputs.is_cuda and options.get('mode') in CUDA_GRAPH_MODES:
+                self._graphed_params = [p for p in self.parameters() if p.requires_grad]
         return losses
+
+    def _use_cuda_graphs(self, on_cuda: bool) -> bool:
+        """Whether ``cuda_graphs`` applies to this run (CUDA inputs; one process for
+        ``'auto'``)."""
+        if self.cuda_graphs is False or not on_cuda:
+            return False
+        if self.cuda_graphs == 'auto' and get_world_size() > 1:
+            print_log("model.cuda_graphs='auto': the student is compiled without CUDA graphs "
+                      'in this distributed run (DDP with CUDA graph trees has open crash '
+                      'reports, pytorch#113809); cuda_graphs=True uses them anyway',
+                      logger='current', level=logging.INFO)
+            return False
+        return True
+
+
+def check_cuda_graphs(cuda_graphs, compile, compile_teacher: bool) -> None:
+    """Refuse ``cuda_graphs`` values and combinations that :class:`HGKD` cannot run."""
+    if not (isinstance(cuda_graphs, bool) or cuda_graphs == 'auto'):
+        raise ValueError(f"cuda_graphs must be True, False or 'auto', got {cuda_graphs!r}")
+    mode = compile.get('mode') if isinstance(compile, dict) else None
+    if cuda_graphs is True and compile is False:
+        raise ValueError('cuda_graphs=True needs the compiled student, and compile is False')
+    if cuda_graphs is not False and mode is not None:
+        raise ValueError(f"compile['mode']={mode!r} and cuda_graphs={cuda_graphs!r} both "
+                         'choose the torch.compile mode: set one of them')
+    if compile_teacher and mode in CUDA_GRAPH_MODES:
+        raise ValueError(f"compile_teacher=True with compile['mode']={mode!r}: two CUDA-graphed "
+                         'functions in a row fail in torch (pytorch#160281); use '
+                         "cuda_graphs='auto' instead of the mode (the teacher is then "
+                         'compiled without CUDA graphs) or compile_teacher=False')
 
 
 def student_widths(backbone: dict) -> Tuple[int, ...]:

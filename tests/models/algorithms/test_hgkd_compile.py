@@ -90,3 +90,61 @@ def test_bad_compile_value(value):
 def test_bad_compile_teacher_value():
     with pytest.raises(ValueError, match='compile_teacher must be'):
         build(compile_teacher='yes')
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(cuda_graphs='yes'), "cuda_graphs must be True, False or 'auto'"),
+    (dict(cuda_graphs=True, compile=False), 'cuda_graphs=True needs the compiled student'),
+    (dict(cuda_graphs='auto', compile=dict(mode='default')), 'both choose the torch.compile'),
+    (dict(compile=dict(mode='reduce-overhead'), compile_teacher=True),
+     "compile_teacher=True with compile\\['mode'\\]='reduce-overhead'"),
+])
+def test_bad_cuda_graphs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build(**kwargs)
+
+
+def test_cuda_graphs_auto_in_one_process_only(monkeypatch):
+    model = build(cuda_graphs='auto')
+    assert model._use_cuda_graphs(on_cuda=True)
+    assert not model._use_cuda_graphs(on_cuda=False)  # CUDA graphs need CUDA inputs
+    logged = []
+    monkeypatch.setattr(hgkd_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    monkeypatch.setattr(hgkd_module, 'get_world_size', lambda: 2)
+    assert not model._use_cuda_graphs(on_cuda=True)
+    assert 'without CUDA graphs in this distributed run' in logged[0]
+    assert build(cuda_graphs=True)._use_cuda_graphs(on_cuda=True)
+    assert not build(cuda_graphs=False)._use_cuda_graphs(on_cuda=True)
+
+
+def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
+    """On CUDA inputs (faked: this machine has none) the student is compiled with
+    mode='reduce-overhead' and gradients kept from a step are refused."""
+    calls = []
+
+    def fake_compile(function, **options):  # records the options, runs eager
+        calls.append(options)
+        return lambda *args: function(*args)
+
+    monkeypatch.setattr(hgkd_module.torch, 'compile', fake_compile)
+    monkeypatch.setattr(hgkd_module.HGKD, '_use_cuda_graphs', lambda self, on_cuda: True)
+    model = build(compile=True, cuda_graphs='auto', compile_teacher=True)
+    inputs = torch.randn(2, 3, 64, 64)
+    step(model, inputs)  # clears the gradients after its backward, as the optim wrapper
+    assert calls == [{}, dict(mode='reduce-overhead')]  # the teacher's, then the student's
+    assert model.student_compiled_with == dict(mode='reduce-overhead')
+    model._graphed_params = list(model.backbone.parameters())  # as on CUDA inputs
+    step(model, inputs)  # cleared: accepted
+    model.train()
+    model.loss(inputs)['loss_feat'].backward()  # not cleared: accumulating
+    with pytest.raises(RuntimeError, match='accumulative_counts'):
+        model.loss(inputs)
+    model.eval()
+    model.loss(inputs)  # evaluation does not touch the gradients
+
+
+def test_no_cuda_graphs_on_cpu_inputs():
+    model = build(compile=dict(backend='aot_eager', mode='reduce-overhead'))
+    step(model, torch.randn(2, 3, 64, 64))
+    assert model.student_compiled_with == dict(backend='aot_eager', mode='reduce-overhead')
+    assert model._graphed_params == []  # nothing is graphed on the CPU: no gradient check

@@ -26,10 +26,12 @@ torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def check_norm(shape, relu, channels_last, affine, dtype=torch.float32):
+def check_norm(shape, relu, channels_last, affine, dtype=torch.float32, grid_size=(2, 3)):
+    """``grid_size``: the mask grid, which must divide the feature size (the model's
+    stride-32 grid is 7 x 7 at 224 px)."""
     torch.manual_seed(sum(shape) + 2 * relu + channels_last)
     batch, channels, height, width = shape
-    grid = torch.rand(batch, 2, 3) > 0.5
+    grid = torch.rand(batch, *grid_size) > 0.5
     grid[:, 0, 0] = True
     mask = MaskPyramid(grid).of_size((height, width), dtype).to(DEVICE)
     x = (torch.randn(shape) * 2 + 0.5).to(DEVICE, dtype)  # raw conv output: not zero masked
@@ -144,8 +146,9 @@ if __name__ == '__main__':
     check_norm((1, 3, 40, 42), True, False, affine=True)
     triton_norm.TARGET_PROGRAMS = 2048
     if DEVICE.type == 'cuda':
-        check_norm((8, 64, 56, 56), True, False, affine=True, dtype=torch.bfloat16)
-        check_norm((8, 64, 56, 56), True, True, affine=True, dtype=torch.bfloat16)
+        for channels_last in (False, True):  # a ResNet-50 stage-1 map at 224 px
+            check_norm((8, 64, 56, 56), True, channels_last, affine=True,
+                       dtype=torch.bfloat16, grid_size=(7, 7))
     check_few_torch_ops()
     check_cumulative_average()
     check_backbone()
