@@ -61,8 +61,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None,
                         help='torch.compile the student (default: on for CUDA, off for CPU)')
     parser.add_argument('--compile-mode', choices=COMPILE_MODES,
-                        help="torch.compile mode for the compiled step, e.g. 'reduce-overhead' "
-                        "(CUDA graphs)")
+                        help="torch.compile mode for the compiled step; it replaces the "
+                        "config's model.cuda_graphs ('default': no CUDA graphs)")
     parser.add_argument('--compile-teacher', action=argparse.BooleanOptionalAction, default=None,
                         help='also compile the teacher forward when the student is compiled')
     parser.add_argument('--norm-impl', choices=['torch', 'triton'],
