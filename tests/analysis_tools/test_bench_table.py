@@ -3,7 +3,6 @@ that docs/benchmarks.md shows; bad input names the file."""
 import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
@@ -107,3 +106,26 @@ def test_bad_input_names_the_file(tool, tmp_path):
     bad.write_text('not json')
     with pytest.raises(SystemExit, match=r'bad.json is not a benchmark_pretrain.py result'):
         tool.main([str(bad)])
+
+
+def test_session12_rows_match_the_documented_h100_results(tool):
+    folder = os.path.join(ROOT, 'docs', 'bench', 'h100-session12')
+    rows = {cells(line)[0]: cells(line) for line in tool.main([folder]).splitlines()[2:]
+            if line.startswith('|')}  # then the breakdown lines
+    assert set(rows) == {'compiled', 'eager', 'masked_compiled', 'masked_eager',
+                         'compiled_cudagraphs', 'eager_channels_last'}
+    assert rows['compiled_cudagraphs'][2:] == [
+        'batch 128, bf16, compiled (reduce-overhead), norm torch, backend packed, ForeachLamb',
+        '46.9 / 2,731', '1,253', '220.8 / 580, 9,857', '4.71x', '0.13']
+    with open(os.path.join(ROOT, 'docs', 'benchmarks.md')) as f:
+        docs = f.read()
+    for name in ('compiled', 'eager_channels_last', 'masked_compiled', 'masked_eager'):
+        speed, peak, composition, ratio, memory_ratio = rows[name][3:8]
+        assert f'| {speed} | {peak} | {composition} | {ratio} | {memory_ratio} |' in docs, name
+
+
+def test_reserved_ratio_joins_the_memory_cell(tool):
+    with open(os.path.join(H100, 'run2_compiled.json')) as f:
+        result = json.load(f)
+    result['reserved_ratio'] = 0.804
+    assert cells(tool.row('graphs', result))[-1] == '0.30 (reserved 0.80)'

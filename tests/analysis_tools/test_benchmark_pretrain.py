@@ -106,6 +106,22 @@ def test_compile_mode_replaces_the_config_cuda_graphs(tool, monkeypatch, mode, e
     assert {key: built[0][key] for key in expected} == expected
 
 
+def test_reserved_during_is_the_allocator_growth_of_the_warm_up(tool, monkeypatch):
+    assert tool.reserved_during(torch.device('cpu'), lambda: 'done') == ('done', None)
+    reserved = dict(now=100 * tool.MIB, peak=0)
+    for name in ('synchronize', 'reset_peak_memory_stats'):
+        monkeypatch.setattr(torch.cuda, name, lambda: None)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: reserved.update(now=60 * tool.MIB))
+    monkeypatch.setattr(torch.cuda, 'memory_reserved', lambda: reserved['now'])
+    monkeypatch.setattr(torch.cuda, 'max_memory_reserved', lambda: reserved['peak'])
+
+    def warm_up():  # a CUDA-graph pool of 250 MiB over the 60 MiB kept
+        reserved.update(peak=310 * tool.MIB)
+        return 'model'
+
+    assert tool.reserved_during(torch.device('cuda'), warm_up) == ('model', 250.0)
+
+
 def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
     """--breakdown runs each part (teacher forward, student forward + backward, clip +
     optimizer) iters + 1 times on its own and reports positive medians."""

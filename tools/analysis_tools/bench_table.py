@@ -61,8 +61,10 @@ def row(name: str, result: dict) -> str:
         ratio = f"{result['ratio_img_per_s']:.2f}x"
         if 'ratio_cpu_time' in result:
             ratio += f" ({result['ratio_cpu_time']:.2f}x by CPU time)"
-        cells += [f'{speed(comp)}, {memory(comp)}', ratio,
-                  'n/a' if ratio_memory is None else f'{ratio_memory:.2f}']
+        memory_cell = 'n/a' if ratio_memory is None else f'{ratio_memory:.2f}'
+        if 'reserved_ratio' in result:  # the footprints with CUDA-graph pools
+            memory_cell += f" (reserved {result['reserved_ratio']:.2f})"
+        cells += [f'{speed(comp)}, {memory(comp)}', ratio, memory_cell]
     return '| ' + ' | '.join(cells) + ' |'
 
 

@@ -22,7 +22,7 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -219,6 +219,21 @@ def state_bytes(modules: Iterable[nn.Module], optimizer: torch.optim.Optimizer) 
                 if isinstance(v, torch.Tensor)]
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     return sum(storages.values())
+
+
+def reserved_during(device: torch.device, warm_up: Callable[[], Any]) -> Tuple[Any, Optional[float]]:
+    """``warm_up()`` and, on CUDA, the peak memory the caching allocator reserved during it
+    above what it held before, in MiB, after releasing the unused cache: a model's own
+    footprint, its CUDA-graph pool included (which ``max_memory_allocated`` misses)."""
+    if device.type != 'cuda':
+        return warm_up(), None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_reserved()
+    result = warm_up()
+    torch.cuda.synchronize()
+    return result, (torch.cuda.max_memory_reserved() - before) / MIB
 
 
 # ----------------------------------------------------------------------------- timing
@@ -433,15 +448,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
                   paramwise_cfg=paramwise_cfg.to_dict() if paramwise_cfg else None,
                   clip_grad=clip_grad.to_dict() if clip_grad else None)
 
-    hgkd, model, optimizer, compile_info = warm_up_hgkd(
-        bench, hgkd_model_cfg(cfg, args), args.compile, args.warmup, args.seed,
-        args.compile_mode)
+    (hgkd, model, optimizer, compile_info), hgkd_reserved = reserved_during(
+        device, lambda: warm_up_hgkd(bench, hgkd_model_cfg(cfg, args), args.compile,
+                                     args.warmup, args.seed, args.compile_mode))
     hgkd_rss_mib = peak_rss_mib()  # before the composition exists
     steps = [hgkd]
     spark_depth = args.spark_depth or model.backbone.depth
     if args.compare_spark:
-        steps.append(warm_up_composition(bench, model.teacher, spark_depth, args.warmup,
-                                         args.seed))
+        composition, composition_reserved = reserved_during(
+            device, lambda: warm_up_composition(bench, model.teacher, spark_depth,
+                                                args.warmup, args.seed))
+        steps.append(composition)
     for _ in range(args.iters):  # alternate A, B, A, B: both see the same machine load
         for step in steps:
             step.timed(device)
@@ -458,13 +475,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
         warmup=args.warmup, hgkd=hgkd.summary(args.batch_size, device))
     if on_cuda:
         result['memory_note'] = ('CUDA: own parameters, buffers, optimizer state and input '
-                                 '+ peak transient allocation of one step')
+                                 '+ peak transient allocation of one step; warmup_reserved_'
+                                 'mib: what the allocator reserved for the model in its '
+                                 'warm-up, CUDA-graph pools included')
+        result['hgkd']['warmup_reserved_mib'] = hgkd_reserved
     else:
         result['hgkd']['peak_rss_mib'] = hgkd_rss_mib
         result['memory_note'] = ('CPU: peak RSS of the whole process (ru_maxrss); the H-GKD '
                                  'value is taken before the composition was built')
     if args.compare_spark:
-        add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
+        add_comparison(result, dict(steps[1].summary(args.batch_size, device),
+                                    **({'warmup_reserved_mib': composition_reserved}
+                                       if on_cuda else {})), spark_depth)
     if args.out:  # the timings survive a failure in the parts below
         dump_json(args.out, result)
     if args.breakdown:
@@ -591,6 +613,9 @@ def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:
     if result['device'] == 'cuda':
         result['memory_ratio'] = (result['hgkd']['peak_memory_mib'] /
                                   composition['peak_memory_mib'])
+        if composition.get('warmup_reserved_mib') and 'warmup_reserved_mib' in result['hgkd']:
+            result['reserved_ratio'] = (result['hgkd']['warmup_reserved_mib'] /
+                                        composition['warmup_reserved_mib'])
     else:  # both models are resident: the process's peak says nothing about one of them
         result['composition']['process_peak_rss_mib'] = peak_rss_mib()
         result['memory_ratio'] = None
