@@ -28,12 +28,15 @@ def test_auto_is_eager_on_cpu():
     assert callable(model.compile)  # nn.Module.compile() is not shadowed by the option
 
 
-@pytest.mark.parametrize('backend', ['masked', 'packed'])
-def test_compiled_step_equals_eager(backend):
+@pytest.mark.parametrize('backend, channels_last', [
+    ('masked', False), ('packed', False), ('packed', True)])
+def test_compiled_step_equals_eager(backend, channels_last):
     inputs = torch.randn(2, 3, 64, 64)
     backbone = dict(type='HGKDSparseResNet', depth=18, backend=backend, drop_path_rate=0.2)
-    eager_loss, eager_grads = step(build(compile=False, backbone=backbone), inputs)
-    model = build(compile=dict(backend='aot_eager', fullgraph=True), backbone=backbone)
+    eager_loss, eager_grads = step(
+        build(compile=False, backbone=backbone, channels_last=channels_last), inputs)
+    model = build(compile=dict(backend='aot_eager', fullgraph=True), backbone=backbone,
+                  channels_last=channels_last)
     loss, grads = step(model, inputs)
     assert model._student_step != model.student_loss  # the compiled function is in use
     assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
