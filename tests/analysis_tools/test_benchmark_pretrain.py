@@ -88,11 +88,13 @@ def test_compile_options_are_checked(tool, tmp_path, capsys, options, named):
     assert named in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('mode, expected', [
-    (None, dict(compile=True, cuda_graphs='auto')),  # the config's CUDA graphs
-    ('default', dict(compile=dict(mode='default'), cuda_graphs=False)),  # the mode given
+@pytest.mark.parametrize('compiled, mode, expected', [
+    (True, None, dict(compile=True, cuda_graphs=True)),  # the config's CUDA graphs
+    (True, 'default', dict(compile=dict(mode='default'), cuda_graphs=False)),  # the mode given
+    (False, None, dict(compile=False, cuda_graphs=False)),  # eager: True would be refused
 ])
-def test_compile_mode_replaces_the_config_cuda_graphs(tool, monkeypatch, mode, expected):
+def test_compile_mode_replaces_the_config_cuda_graphs(tool, monkeypatch, compiled, mode,
+                                                       expected):
     built = []
 
     def stop(cfg, device):
@@ -102,7 +104,7 @@ def test_compile_mode_replaces_the_config_cuda_graphs(tool, monkeypatch, mode, e
     monkeypatch.setattr(tool, 'build_model', stop)
     with pytest.raises(KeyError, match='built'):
         tool.warm_up_hgkd(types.SimpleNamespace(device='cuda'),
-                          dict(type='HGKD', cuda_graphs='auto'), True, 1, 0, mode)
+                          dict(type='HGKD', cuda_graphs=True), compiled, 1, 0, mode)
     assert {key: built[0][key] for key in expected} == expected
 
 
@@ -317,7 +319,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
     stand_in, log = stand_in_python(tmp_path)
     out = tmp_path / 'out'
     runs = ('triton_check eager masked_eager eager_triton eager_triton_cl compiled '
-            'masked_compiled compiled_nographs compiled_cl compiled_combo')
+            'masked_compiled compiled_nographs masked_nographs compiled_cl compiled_combo')
     bundle = tmp_path / 'bundle.tgz'
     env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
                WARMUP='2', BUNDLE=str(bundle))
@@ -327,7 +329,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
 
     calls = [line.split() for line in log.read_text().splitlines()
              if 'benchmark_pretrain.py' in line]
-    assert len(calls) == 9
+    assert len(calls) == 10
     for name, call in zip(runs.split()[1:], calls):
         assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
         text = ' '.join(call)
@@ -356,6 +358,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
         'masked_compiled': prefix + 'compiled, norm torch, ForeachLamb',
         'compiled_nographs': prefix + 'compiled (default), norm torch, backend packed, '
                                       'ForeachLamb',
+        'masked_nographs': prefix + 'compiled (default), norm torch, ForeachLamb',
         'compiled_cl': prefix + 'compiled, norm torch, channels_last, backend packed, ForeachLamb',
         'compiled_combo': prefix + 'compiled, teacher compiled, norm torch, channels_last, '
                                    'backend packed, ForeachLamb',

@@ -212,11 +212,13 @@ def teacher_reading_full_image(teacher: nn.Module) -> nn.Module:
     return full
 
 
-def state_bytes(modules: Iterable[nn.Module], optimizer: torch.optim.Optimizer) -> int:
+def state_bytes(modules: Iterable[nn.Module],
+                optimizer: Optional[torch.optim.Optimizer] = None) -> int:
     """Bytes of parameters, buffers and optimizer state (each storage counted once)."""
     tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
-    tensors += [v for state in optimizer.state.values() for v in state.values()
-                if isinstance(v, torch.Tensor)]
+    if optimizer is not None:
+        tensors += [v for state in optimizer.state.values() for v in state.values()
+                    if isinstance(v, torch.Tensor)]
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     return sum(storages.values())
 
@@ -358,8 +360,9 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
     def build(compile_now: bool):
         torch.manual_seed(seed)
         cfg = dict(model_cfg, compile=compile_now)
-        if compile_now and compile_mode:  # the mode given here replaces cuda_graphs
-            cfg.update(compile=dict(mode=compile_mode), cuda_graphs=False)
+        if not compile_now or compile_mode:  # eager, or the mode given here: no cuda_graphs
+            cfg.update(compile=dict(mode=compile_mode) if compile_now else False,
+                       cuda_graphs=False)
         model = build_model(cfg, bench.device)
         step, optimizer = bench.step('H-GKD', model, lambda: model.loss(bench.inputs))
         return step, model, optimizer
@@ -458,6 +461,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         composition, composition_reserved = reserved_during(
             device, lambda: warm_up_composition(bench, model.teacher, spark_depth,
                                                 args.warmup, args.seed))
+        if composition_reserved is not None:  # its teacher's weights came with H-GKD's
+            composition_reserved += state_bytes([model.teacher]) / MIB
         steps.append(composition)
     for _ in range(args.iters):  # alternate A, B, A, B: both see the same machine load
         for step in steps:

@@ -40,7 +40,7 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled compiled_cl compiled_combo eager masked_compiled compiled_nographs \
+RUNS=${RUNS:-compiled compiled_cl eager masked_compiled compiled_combo compiled_nographs \
 triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
@@ -48,7 +48,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
 KNOWN_RUNS=" triton_check compiled eager masked_compiled masked_eager eager_triton \
 eager_channels_last eager_triton_cl compiled_cl compiled_nographs masked_nographs \
-compiled_teacher compiled_combo compiled_autotune compiled_lamb compiled_adamw \
+compiled_cudagraphs compiled_teacher compiled_combo compiled_autotune compiled_lamb compiled_adamw \
 teacher_masked spconv_eager "
 if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
   echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
@@ -138,7 +138,9 @@ for name in $RUNS; do
     eager_triton_cl)
       run eager_triton_cl --backend masked --no-compile --norm-impl triton --channels-last ;;
     compiled_cl) run compiled_cl --channels-last ;;  # no NCHW<->NHWC conversions in cuDNN
-    compiled_teacher) run compiled_teacher --compile-teacher ;;  # without CUDA graphs
+    compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;  # session 12
+    compiled_teacher)  # the teacher compiled too (without CUDA graphs; the student keeps them)
+      run compiled_teacher --compile-teacher ;;
     compiled_combo) run compiled_combo --channels-last --compile-teacher ;;
     compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes
       run compiled_autotune --compile-mode max-autotune-no-cudagraphs ;;

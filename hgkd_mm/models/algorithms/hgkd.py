@@ -3,7 +3,7 @@ import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
-from mmengine.dist import get_world_size
+from mmengine.dist import get_world_size, is_distributed
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -52,7 +52,9 @@ class HGKD(BaseSelfSupervisor):
             CUDA graph trees has open crash reports, pytorch#113809); ``True``: in
             distributed runs too; ``False`` (default): never. Under CUDA graphs the
             student's gradients must be cleared before each step (torch overwrites
-            accumulated ones, pytorch#169545): gradient accumulation is refused. A
+            accumulated ones, pytorch#169545): gradient accumulation is refused. The
+            graphs are captured in a later step than the first, so a capture failure has
+            no eager fallback: ``cuda_graphs=False``. A
             ``compile_teacher`` is compiled without them (two CUDA-graphed functions in
             a row fail, pytorch#160281), and so ``compile=dict(mode=...)`` with a CUDA
             graph mode is refused with ``compile_teacher``.
@@ -207,7 +209,7 @@ class HGKD(BaseSelfSupervisor):
             inputs, mask, teacher_tokens)
         if self._student_step != self.student_loss:
             self.student_compiled_with = options
-            if inputs.is_cuda and options.get('mode') in CUDA_GRAPH_MODES:
+            if cuda_graphed(options, inputs.is_cuda):  # arms the gradient check
                 self._graphed_params = [p for p in self.parameters() if p.requires_grad]
         return losses
 
@@ -216,13 +218,20 @@ class HGKD(BaseSelfSupervisor):
         ``'auto'``)."""
         if self.cuda_graphs is False or not on_cuda:
             return False
-        if self.cuda_graphs == 'auto' and get_world_size() > 1:
+        if self.cuda_graphs == 'auto' and is_distributed():  # DDP-wrapped, even on 1 GPU
             print_log("model.cuda_graphs='auto': the student is compiled without CUDA graphs "
                       'in this distributed run (DDP with CUDA graph trees has open crash '
                       'reports, pytorch#113809); cuda_graphs=True uses them anyway',
                       logger='current', level=logging.INFO)
             return False
         return True
+
+
+def cuda_graphed(options: dict, on_cuda: bool) -> bool:
+    """Whether ``torch.compile(**options)`` replays CUDA graphs: inductor's graph modes on
+    CUDA inputs (other backends ignore the mode)."""
+    return (on_cuda and options.get('mode') in CUDA_GRAPH_MODES
+            and options.get('backend', 'inductor') == 'inductor')
 
 
 def check_cuda_graphs(cuda_graphs, compile, compile_teacher: bool) -> None:
@@ -235,6 +244,10 @@ def check_cuda_graphs(cuda_graphs, compile, compile_teacher: bool) -> None:
     if cuda_graphs is not False and mode is not None:
         raise ValueError(f"compile['mode']={mode!r} and cuda_graphs={cuda_graphs!r} both "
                          'choose the torch.compile mode: set one of them')
+    if cuda_graphs is not False and isinstance(compile, dict) and 'options' in compile:
+        raise ValueError(f"compile['options'] and cuda_graphs={cuda_graphs!r}: torch.compile "
+                         "takes a mode or options, not both; set cuda_graphs=False and "
+                         "'triton.cudagraphs' in the options")
     if compile_teacher and mode in CUDA_GRAPH_MODES:
         raise ValueError(f"compile_teacher=True with compile['mode']={mode!r}: two CUDA-graphed "
                          'functions in a row fail in torch (pytorch#160281); use '

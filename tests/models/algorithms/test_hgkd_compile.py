@@ -99,6 +99,8 @@ def test_bad_compile_teacher_value():
     (dict(cuda_graphs='yes'), "cuda_graphs must be True, False or 'auto'"),
     (dict(cuda_graphs=True, compile=False), 'cuda_graphs=True needs the compiled student'),
     (dict(cuda_graphs='auto', compile=dict(mode='default')), 'both choose the torch.compile'),
+    (dict(cuda_graphs='auto', compile=dict(options={'max_autotune': True})),
+     "compile\\['options'\\] and cuda_graphs='auto'"),
     (dict(compile=dict(mode='reduce-overhead'), compile_teacher=True),
      "compile_teacher=True with compile\\['mode'\\]='reduce-overhead'"),
 ])
@@ -113,7 +115,7 @@ def test_cuda_graphs_auto_in_one_process_only(monkeypatch):
     assert not model._use_cuda_graphs(on_cuda=False)  # CUDA graphs need CUDA inputs
     logged = []
     monkeypatch.setattr(hgkd_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
-    monkeypatch.setattr(hgkd_module, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(hgkd_module, 'is_distributed', lambda: True)  # DDP, any size
     assert not model._use_cuda_graphs(on_cuda=True)
     assert 'without CUDA graphs in this distributed run' in logged[0]
     assert build(cuda_graphs=True)._use_cuda_graphs(on_cuda=True)
@@ -131,12 +133,15 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
 
     monkeypatch.setattr(hgkd_module.torch, 'compile', fake_compile)
     monkeypatch.setattr(hgkd_module.HGKD, '_use_cuda_graphs', lambda self, on_cuda: True)
+    graphed = []
+    monkeypatch.setattr(hgkd_module, 'cuda_graphed',
+                        lambda options, on_cuda: graphed.append(options) or True)
     model = build(compile=True, cuda_graphs='auto', compile_teacher=True)
     inputs = torch.randn(2, 3, 64, 64)
     step(model, inputs)  # clears the gradients after its backward, as the optim wrapper
     assert calls == [{}, dict(mode='reduce-overhead')]  # the teacher's, then the student's
     assert model.student_compiled_with == dict(mode='reduce-overhead')
-    model._graphed_params = list(model.backbone.parameters())  # as on CUDA inputs
+    assert graphed == [dict(mode='reduce-overhead')] and model._graphed_params  # armed
     step(model, inputs)  # cleared: accepted
     model.train()
     model.loss(inputs)['loss_feat'].backward()  # not cleared: accumulating
@@ -144,6 +149,18 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
         model.loss(inputs)
     model.eval()
     model.loss(inputs)  # evaluation does not touch the gradients
+
+
+@pytest.mark.parametrize('options, on_cuda, expected', [
+    (dict(mode='reduce-overhead'), True, True),
+    (dict(mode='max-autotune', backend='inductor'), True, True),
+    (dict(mode='reduce-overhead'), False, False),  # CPU inputs
+    (dict(mode='reduce-overhead', backend='aot_eager'), True, False),  # the mode is ignored
+    (dict(mode='max-autotune-no-cudagraphs'), True, False),
+    ({}, True, False),
+])
+def test_cuda_graphed(options, on_cuda, expected):
+    assert hgkd_module.cuda_graphed(options, on_cuda) is expected
 
 
 def test_no_cuda_graphs_on_cpu_inputs():
