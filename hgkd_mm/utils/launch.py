@@ -65,8 +65,10 @@ def close_process_group() -> None:
     Without it, gloo's worker threads can outlive the interpreter's teardown and abort
     the process ("terminate called without an active exception", SIGABRT) after a
     successful run, which fails the launcher (seen with ``dist_train.sh`` on 2 CPU
-    processes)."""
+    processes). A barrier first: rank 0 hosts the store the others use, so no rank may
+    leave while another still tears down."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
