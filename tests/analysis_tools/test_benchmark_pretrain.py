@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -240,6 +241,23 @@ def test_gpu_bench_rejects_bad_settings_before_installing(tmp_path, settings, me
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_gpu_bench_default_runs_are_known_and_each_known_run_has_a_case():
+    """A typo in the run lists would cost a GPU machine's start (the script checks the
+    names only once it runs there)."""
+    with open(os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')) as f:
+        text = f.read()
+
+    def words(start, end):
+        block = text[text.index(start) + len(start):]
+        return block[:block.index(end)].replace('\\\n', ' ').split()
+
+    default = words('RUNS=${RUNS:-', '}')
+    known = words('KNOWN_RUNS=" ', '"')
+    cases = re.findall(r'^    ([a-z_]+)\)', text[text.index('case $name in'):], re.M)
+    assert default and set(default) <= set(known)
+    assert sorted(cases) == sorted(known)
 
 
 FAKE_BENCHMARK = """
