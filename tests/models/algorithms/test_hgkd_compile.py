@@ -168,3 +168,33 @@ def test_no_cuda_graphs_on_cpu_inputs():
     step(model, torch.randn(2, 3, 64, 64))
     assert model.student_compiled_with == dict(backend='aot_eager', mode='reduce-overhead')
     assert model._graphed_params == []  # nothing is graphed on the CPU: no gradient check
+
+
+@pytest.mark.parametrize('accumulative_counts', [1, 2])
+def test_cuda_graphs_check_in_mmengine_optim_wrapper(monkeypatch, accumulative_counts):
+    """Through mmengine's OptimWrapper (which clears gradients with set_to_none after each
+    update): plain steps run, accumulating ones stop before the first update."""
+    from mmengine.optim import OptimWrapper
+
+    monkeypatch.setattr(hgkd_module.torch, 'compile',  # runs eager, as a new function
+                        lambda function, **options: lambda *args: function(*args))
+    monkeypatch.setattr(hgkd_module.HGKD, '_use_cuda_graphs', lambda self, on_cuda: True)
+    monkeypatch.setattr(hgkd_module, 'cuda_graphed', lambda options, on_cuda: True)
+    model = build(compile=True, cuda_graphs='auto')
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    wrapper = OptimWrapper(torch.optim.SGD(params, lr=0.01),
+                           accumulative_counts=accumulative_counts)
+    wrapper.initialize_count_status(model, 0, 4)
+    before = [p.detach().clone() for p in params]
+    inputs = torch.randn(2, 3, 64, 64)
+    wrapper.update_params(model.loss(inputs)['loss_feat'])  # compiles (faked), arms
+    assert model._graphed_params
+    if accumulative_counts == 1:
+        for _ in range(2):
+            wrapper.update_params(model.loss(inputs)['loss_feat'])
+        return
+    # the first micro-step accumulated without an update
+    with pytest.raises(RuntimeError, match='accumulative_counts'):
+        model.loss(inputs)
+    assert all(torch.equal(p, b) for p, b in zip(params, before))  # nothing was updated
