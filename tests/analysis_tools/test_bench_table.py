@@ -1,23 +1,19 @@
 """tools/analysis_tools/bench_table.py: the committed H100 and CPU results give the rows
 that docs/benchmarks.md shows; bad input names the file."""
-import importlib.util
 import json
 import os
 
 import pytest
+from tool_module import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOL = os.path.join(ROOT, 'tools', 'analysis_tools', 'bench_table.py')
 H100 = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27')
 CPU = os.path.join(ROOT, 'docs', 'bench', 'cpu-2026-11-27', 'hgkd_r50_b8_t1.json')
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('bench_table', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis_tools/bench_table.py')
 
 
 def cells(line):

@@ -1,5 +1,4 @@
 """tools/analysis_tools/benchmark_pretrain.py on a tiny config: it runs and reports."""
-import importlib.util
 import json
 import os
 import re
@@ -10,9 +9,9 @@ import types
 
 import pytest
 import torch
+from tool_module import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOL = os.path.join(ROOT, 'tools', 'analysis_tools', 'benchmark_pretrain.py')
 
 TINY_CONFIG = """
 custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
@@ -31,14 +30,9 @@ optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.04),
 
 @pytest.fixture
 def tool():
-    spec = importlib.util.spec_from_file_location('benchmark_pretrain', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
     threads = torch.get_num_threads()
-    yield module
+    yield load_tool('analysis_tools/benchmark_pretrain.py')
     torch.set_num_threads(threads)
-    del sys.modules[spec.name]
 
 
 def test_tiny_run_writes_sane_json(tool, tmp_path):
@@ -336,7 +330,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
     script = os.path.join(ROOT, 'tools', 'analysis_tools', 'gpu_bench.sh')
     stand_in, log = stand_in_python(tmp_path)
     out = tmp_path / 'out'
-    runs = ('triton_check eager masked_eager eager_triton eager_triton_cl compiled '
+    runs = ('triton_check train_check eager masked_eager eager_triton eager_triton_cl compiled '
             'masked_compiled compiled_nographs masked_nographs compiled_cl compiled_combo')
     bundle = tmp_path / 'bundle.tgz'
     env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
@@ -348,7 +342,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
     calls = [line.split() for line in log.read_text().splitlines()
              if 'benchmark_pretrain.py' in line]
     assert len(calls) == 10
-    for name, call in zip(runs.split()[1:], calls):
+    for name, call in zip(runs.split()[2:], calls):
         assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
         text = ' '.join(call)
         # the Triton kernels are the masked backend's norms
@@ -356,7 +350,11 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
         assert ('--device cuda --amp --compare-spark --breakdown --batch-size 128 --iters 7 '
                 '--warmup 2 '
                 f'--out {out}/{name}.json --profile {out}/{name}.profile.txt') in text
-    assert any('triton_norm_check.py cuda' in line for line in log.read_text().splitlines())
+    lines = log.read_text().splitlines()
+    assert any('triton_norm_check.py cuda' in line for line in lines)
+    assert (f'tools/analysis_tools/train_check.py --epochs 1 '
+            f'--out {out}/train_check_report.json') in lines
+    assert (out / 'train_check.log').read_text().endswith('train_check: exit status 0\n')
 
     table = (out / 'table.md').read_text()
     assert table in result.stdout

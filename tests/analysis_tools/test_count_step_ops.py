@@ -1,25 +1,16 @@
 """tools/analysis_tools/count_step_ops.py: what its counter counts, and a tiny run."""
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 import torch
 
-from test_benchmark_pretrain import ROOT, TINY_CONFIG
-
-TOOL = os.path.join(ROOT, 'tools', 'analysis_tools', 'count_step_ops.py')
+from test_benchmark_pretrain import TINY_CONFIG
+from tool_module import load_tool
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('count_step_ops', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_tool('analysis_tools/count_step_ops.py')
 
 
 def test_counter_skips_views_and_matmul_bytes(tool):

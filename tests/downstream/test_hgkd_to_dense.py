@@ -1,7 +1,6 @@
 """tools/model_converters/hgkd_to_dense.py: the dense ResNet equals the sparse student with
 an all-visible mask, in mmpretrain, torchvision and timm; bad input is refused, OUT is
 never partial."""
-import importlib.util
 import os
 import stat
 import subprocess
@@ -15,10 +14,9 @@ from mmengine.runner.checkpoint import save_checkpoint
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from downstream_setup import CONVERTER, build_hgkd, run_tool
+from tool_module import load_tool
 
-spec = importlib.util.spec_from_file_location('hgkd_to_dense', CONVERTER)
-hgkd_to_dense = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(hgkd_to_dense)
+hgkd_to_dense = load_tool('model_converters/hgkd_to_dense.py')
 
 LAYERS = ('layer1', 'layer2', 'layer3', 'layer4')
 FC_KEYS = {'fc.weight', 'fc.bias'}
@@ -195,7 +193,6 @@ def test_failed_write_leaves_no_partial_output(hgkd_r18, tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'):
         hgkd_to_dense.convert(str(hgkd_r18), str(tmp_path / 'out.pth'))
     assert os.listdir(tmp_path) == []
-
 
 
 def test_output_loads_safely_without_hgkd_mm(hgkd_r18, tmp_path):

@@ -1,5 +1,4 @@
 """tools/train.py and tools/test.py turn their command line into config changes."""
-import importlib.util
 import subprocess
 import sys
 
@@ -8,13 +7,7 @@ import torch
 from mmengine.config import Config
 
 from tiny_cls_setup import EPOCHS_2, ROOT, write_config
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'hgkd_tools_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_module import load_tool
 
 
 def parse(tool, monkeypatch, argv: list):
@@ -28,7 +21,7 @@ def config(tmp_path):
 
 
 def test_train_resume_forms(monkeypatch, config):
-    train = load_tool('train')
+    train = load_tool('train.py')
     cfg = train.merge_args(Config.fromfile(config), parse(train, monkeypatch, [config, '--resume']))
     assert cfg.resume is True and cfg.load_from is None  # auto: latest in work dir
     assert cfg.work_dir == './work_dirs/tiny_cls'
@@ -40,7 +33,7 @@ def test_train_resume_forms(monkeypatch, config):
 
 
 def test_train_cfg_options_auto_scale_lr_and_amp(monkeypatch, config):
-    train = load_tool('train')
+    train = load_tool('train.py')
     args = parse(train, monkeypatch, [config, '--amp', '--auto-scale-lr', '--cfg-options',
                                       'train_cfg.max_epochs=3', 'auto_scale_lr.base_batch_size=4'])
     cfg = train.merge_args(Config.fromfile(config), args)
@@ -57,7 +50,7 @@ def test_train_cfg_options_auto_scale_lr_and_amp(monkeypatch, config):
 
 
 def test_test_checkpoint_and_show_dir(monkeypatch, config):
-    test = load_tool('test')
+    test = load_tool('test.py')
     cfg = Config.fromfile(config)
     cfg.default_hooks.visualization = dict(type='VisualizationHook', enable=False)
     args = parse(test, monkeypatch, [config, 'c.pth', '--show-dir', 'vis'])
@@ -67,7 +60,7 @@ def test_test_checkpoint_and_show_dir(monkeypatch, config):
 
 
 def test_test_writes_metrics_json_on_the_main_process_only(monkeypatch, config):
-    test = load_tool('test')
+    test = load_tool('test.py')
     cfg = test.merge_args(Config.fromfile(config), parse(test, monkeypatch, [config, 'c.pth']))
     assert cfg.default_hooks.logger == dict(type='RankZeroLoggerHook', interval=1)
     cfg = Config.fromfile(config)
@@ -78,7 +71,7 @@ def test_test_writes_metrics_json_on_the_main_process_only(monkeypatch, config):
 
 @pytest.mark.parametrize('tool_name', ['train', 'test'])
 def test_checkpoint_option_reaches_pretrained_init_cfg(monkeypatch, tmp_path, tool_name):
-    tool = load_tool(tool_name)
+    tool = load_tool(f'{tool_name}.py')
     config = tmp_path / 'with_checkpoint.py'
     config.write_text("checkpoint = 'old.pth'\nmodel = dict(backbone=dict(\n"
                       "    type='ResNet', depth=18,\n"
@@ -92,7 +85,7 @@ def test_checkpoint_option_reaches_pretrained_init_cfg(monkeypatch, tmp_path, to
 @pytest.mark.parametrize('cuda', [True, False])
 def test_config_amp_wrapper_falls_back_to_float32_without_cuda(monkeypatch, config, cuda):
     """The pretraining configs ask for bf16 AmpOptimWrapper, which mmengine refuses on CPU."""
-    train = load_tool('train')
+    train = load_tool('train.py')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     args = parse(train, monkeypatch, [config, '--cfg-options', 'optim_wrapper.type=AmpOptimWrapper',
                                       'optim_wrapper.dtype=bfloat16'])

@@ -1,9 +1,7 @@
 """The analysis tools refuse bad numbers by option name, and their JSON outputs are
 never left half-written."""
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +9,9 @@ import torch
 
 from hgkd_mm.utils.cli import (dump_json, image_size, json_path, non_negative_int,
                                open_fraction, positive_int)
+from tool_module import load_tool
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools'
-
-
-def load_tool(name: str):
-    sys.path.insert(0, str(TOOLS))  # compare_pretraining imports probe
-    try:
-        spec = importlib.util.spec_from_file_location(f'hgkd_cli_{name}', TOOLS / f'{name}.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(TOOLS))
-    return module
 
 
 def test_value_types():
@@ -72,7 +59,7 @@ BAD_ARGS = {
 
 @pytest.mark.parametrize('name', sorted(BAD_ARGS))
 def test_tools_name_the_bad_option(name, capsys):
-    tool = load_tool(name)
+    tool = load_tool(f'analysis_tools/{name}.py')
     base, cases = BAD_ARGS[name]
     if not torch.cuda.is_available():
         cases = cases + [('--device', 'cuda')] if name != 'compare_pretraining' else cases
@@ -90,7 +77,7 @@ def test_benchmarks_refuse_a_config_that_is_not_hgkd(name):
     spark = str(TOOLS.parents[1] / 'configs' / 'pretrain' /
                 'spark_resnet18_1xb32-6e_imagenet-sample-128px.py')
     with pytest.raises(SystemExit, match="is not an H-GKD config: its model.type is 'SparK'"):
-        load_tool(name).main([spark, '--batch-size', '1'])
+        load_tool(f'analysis_tools/{name}.py').main([spark, '--batch-size', '1'])
 
 
 def test_benchmark_refuses_triton_norms_without_the_masked_backend():
@@ -98,4 +85,4 @@ def test_benchmark_refuses_triton_norms_without_the_masked_backend():
     model is built, with the option to add."""
     paper = str(TOOLS.parents[1] / 'configs' / 'pretrain' / 'hgkd_r50.py')
     with pytest.raises(SystemExit, match="--norm-impl triton.*'packed': add --backend masked"):
-        load_tool('benchmark_pretrain').main([paper, '--norm-impl', 'triton'])
+        load_tool('analysis_tools/benchmark_pretrain.py').main([paper, '--norm-impl', 'triton'])

@@ -223,7 +223,8 @@ def state_bytes(modules: Iterable[nn.Module],
     return sum(storages.values())
 
 
-def reserved_during(device: torch.device, warm_up: Callable[[], Any]) -> Tuple[Any, Optional[float]]:
+def reserved_during(device: torch.device,
+                    warm_up: Callable[[], Any]) -> Tuple[Any, Optional[float]]:
     """``warm_up()`` and, on CUDA, the peak memory the caching allocator reserved during it
     above what it held before, in MiB, after releasing the unused cache: a model's own
     footprint, its CUDA-graph pool included (which ``max_memory_allocated`` misses)."""

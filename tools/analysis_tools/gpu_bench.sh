@@ -22,6 +22,9 @@
 # are compared with the run they change, from the same call (same machine):
 # eager_channels_last and eager_triton with eager and masked_eager, compiled_cl
 # (channels-last) and compiled_combo (channels-last + compiled teacher) with compiled.
+# train_check times nothing: it runs tools/train.py with the config on generated images
+# (train_check.py: the default step trains and resumes in mmengine's Runner, and refuses
+# gradient accumulation under CUDA graphs); triton_check tests the Triton norms.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
@@ -40,13 +43,13 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled compiled_cl eager masked_compiled compiled_combo compiled_nographs \
-triton_check eager_triton masked_eager}
+RUNS=${RUNS:-compiled compiled_cl eager train_check masked_compiled compiled_combo \
+compiled_nographs triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
-KNOWN_RUNS=" triton_check compiled eager masked_compiled masked_eager eager_triton \
+KNOWN_RUNS=" triton_check train_check compiled eager masked_compiled masked_eager eager_triton \
 eager_channels_last eager_triton_cl compiled_cl compiled_nographs masked_nographs \
 compiled_cudagraphs compiled_teacher compiled_combo compiled_autotune compiled_lamb compiled_adamw \
 teacher_masked spconv_eager "
@@ -120,13 +123,21 @@ run() {  # name, extra options
     | tee -a "$OUT/$name.log"
 }
 
+check() {  # name, script and arguments: a check's output and exit status in OUT/name.log
+  local name=$1
+  shift
+  "${timer[@]}" "$PY" "$@" 2>&1 | tee "$OUT/$name.log"
+  echo "=== $name: exit status ${PIPESTATUS[0]}" | tee -a "$OUT/$name.log"
+}
+
 for name in $RUNS; do
   start_run "$name" || continue
   case $name in
     triton_check)  # the Triton masked norm against the torch one, on this GPU
-      "${timer[@]}" "$PY" tests/models/sparse/triton_norm_check.py cuda 2>&1 \
-        | tee "$OUT/triton_check.log"
-      echo "=== triton_check: exit status ${PIPESTATUS[0]}" | tee -a "$OUT/triton_check.log" ;;
+      check triton_check tests/models/sparse/triton_norm_check.py cuda ;;
+    train_check)  # the default step in tools/train.py: trains, resumes, refuses accumulation
+      check train_check tools/analysis_tools/train_check.py --epochs 1 \
+        --out "$OUT/train_check_report.json" ;;
     compiled) run compiled ;;  # the default on CUDA: compiled student in CUDA graphs
     eager) run eager --no-compile ;;
     masked_compiled) run masked_compiled --backend masked ;;

@@ -211,6 +211,10 @@ class HGKD(BaseSelfSupervisor):
             self.student_compiled_with = options
             if cuda_graphed(options, inputs.is_cuda):  # arms the gradient check
                 self._graphed_params = [p for p in self.parameters() if p.requires_grad]
+        print_log(f'H-GKD student step: compiled with {options}, CUDA graphs '
+                  f"{'on' if self._graphed_params else 'off'}"
+                  if self.student_compiled_with is not None else 'H-GKD student step: eager',
+                  logger='current', level=logging.INFO)
         return losses
 
     def _use_cuda_graphs(self, on_cuda: bool) -> bool:

@@ -66,9 +66,10 @@ def test_compiler_failure_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(hgkd_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append((msg, level)))
     loss, _ = step(model, inputs)
-    assert len(logged) == 1 and logged[0][1] == logging.WARNING
+    assert [level for _, level in logged] == [logging.WARNING, logging.INFO]
     assert 'torch.compile of the H-GKD student failed' in logged[0][0]
     assert 'no_such_backend' in logged[0][0]
+    assert logged[1][0] == 'H-GKD student step: eager'  # what it trains with
     assert model._student_step == model.student_loss
     assert torch.allclose(loss, eager_loss)
 
@@ -79,7 +80,7 @@ def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(hgkd_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append(msg))
     step(model, torch.randn(2, 3, 64, 64))
-    assert ['teacher' in msg for msg in logged] == [True, False]  # then the student's
+    assert ['teacher' in msg for msg in logged] == [True, False, False]  # the student's
     assert 'set model.compile_teacher=False' in logged[0]
     assert model._teacher_step == model.teacher.forward
 
@@ -133,6 +134,8 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
 
     monkeypatch.setattr(hgkd_module.torch, 'compile', fake_compile)
     monkeypatch.setattr(hgkd_module.HGKD, '_use_cuda_graphs', lambda self, on_cuda: True)
+    logged = []
+    monkeypatch.setattr(hgkd_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
     graphed = []
     monkeypatch.setattr(hgkd_module, 'cuda_graphed',
                         lambda options, on_cuda: graphed.append(options) or True)
@@ -142,6 +145,7 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
     assert calls == [{}, dict(mode='reduce-overhead')]  # the teacher's, then the student's
     assert model.student_compiled_with == dict(mode='reduce-overhead')
     assert graphed == [dict(mode='reduce-overhead')] and model._graphed_params  # armed
+    assert "compiled with {'mode': 'reduce-overhead'}, CUDA graphs on" in logged[-1]
     step(model, inputs)  # cleared: accepted
     model.train()
     model.loss(inputs)['loss_feat'].backward()  # not cleared: accumulating

@@ -1,0 +1,69 @@
+"""tools/analysis_tools/train_check.py: three tools/train.py runs on generated images; on
+the CPU (no CUDA graphs) it trains and resumes, and its checks fail where they should."""
+import json
+import os
+
+import pytest
+from tool_module import load_tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(ROOT, 'configs', 'pretrain',
+                    'hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return load_tool('analysis_tools/train_check.py')
+
+
+def test_demo_config_trains_and_resumes_on_the_cpu(tool, tmp_path):
+    out = tmp_path / 'check.json'
+    report = tool.main([DEMO, '--images', '8', '--batch-size', '4', '--epochs', '1',
+                        '--work-dir', str(tmp_path / 'work'), '--out', str(out)])
+    assert report['ok'] and json.loads(out.read_text())['ok']
+    assert report['checks'] == dict(trained=True, finite_losses=True, resumed=True)
+    assert len(report['train']['losses']) == 2 and len(report['resume']['losses']) == 2
+    assert report['cuda_graphs'] is False and 'accumulation' not in report  # CPU: eager
+    assert (tmp_path / 'work' / 'runs' / 'epoch_2.pth').is_file()
+
+
+def fake_runs(tool, monkeypatch, *runs):
+    """tools/train.py replaced by ``runs`` in order (each writes its checkpoint)."""
+    pending = list(runs)
+
+    def train(config, work_dir, *options):
+        run = {**dict(seconds=0.0, losses=[1.0], cuda_graphs=False, tail=''), **pending.pop(0)}
+        if run['rc'] == 0:
+            os.makedirs(work_dir, exist_ok=True)
+            epochs = 2 if '--resume' in options else 1
+            open(os.path.join(work_dir, f'epoch_{epochs}.pth'), 'w').close()
+        return run
+
+    monkeypatch.setattr(tool, 'train', train)
+    monkeypatch.setattr(tool, 'check_config', lambda *args: None)
+    monkeypatch.setattr(tool, 'make_images', lambda *args: None)
+
+
+@pytest.mark.parametrize('accumulation, ok', [
+    (dict(rc=1, tail='... set model.cuda_graphs=False ... accumulative_counts ...'), True),
+    (dict(rc=0), False),  # accumulating under CUDA graphs must not train
+])
+def test_accumulation_is_checked_under_cuda_graphs(tool, monkeypatch, tmp_path, capsys,
+                                                    accumulation, ok):
+    fake_runs(tool, monkeypatch, dict(rc=0, cuda_graphs=True), dict(rc=0), accumulation)
+    args = [DEMO, '--images', '4', '--batch-size', '4', '--epochs', '1',
+            '--work-dir', str(tmp_path)]
+    if ok:
+        assert tool.main(args)['checks']['accumulation_refused'] is True
+    else:
+        with pytest.raises(SystemExit) as stop:
+            tool.main(args)
+        assert stop.value.code == 1
+        assert "'accumulation_refused': False" in capsys.readouterr().out
+
+
+def test_a_failed_training_fails_the_check(tool, monkeypatch, tmp_path):
+    fake_runs(tool, monkeypatch, dict(rc=1, losses=[]), dict(rc=1, losses=[]))
+    with pytest.raises(SystemExit) as stop:
+        tool.main([DEMO, '--images', '4', '--batch-size', '4', '--work-dir', str(tmp_path)])
+    assert stop.value.code == 1
