@@ -119,6 +119,16 @@ def test_reserved_during_is_the_allocator_growth_of_the_warm_up(tool, monkeypatc
     assert tool.reserved_during(torch.device('cuda'), warm_up) == ('model', 250.0)
 
 
+@pytest.mark.parametrize('hgkd_reserved, expected', [(300.0, 0.5), (None, None)])
+def test_reserved_ratio_of_the_warm_up_footprints(tool, hgkd_reserved, expected):
+    result = dict(device='cuda', hgkd=dict(img_per_s=20.0, peak_memory_mib=100.0,
+                                           warmup_reserved_mib=hgkd_reserved))
+    tool.add_comparison(result, dict(img_per_s=10.0, peak_memory_mib=400.0,
+                                     warmup_reserved_mib=600.0), 50)
+    assert (result['ratio_img_per_s'], result['memory_ratio']) == (2.0, 0.25)
+    assert result.get('reserved_ratio') == expected
+
+
 def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
     """--breakdown runs each part (teacher forward, student forward + backward, clip +
     optimizer) iters + 1 times on its own and reports positive medians."""

@@ -256,6 +256,7 @@ class Step:
         self.cpu_times_ms: List[float] = []
         self.transient_bytes = 0
         self.reserved_bytes = 0
+        self.warmup_reserved_mib: Optional[float] = None  # reserved_during() of its warm-up
 
     def timed(self, device: torch.device) -> None:
         if device.type == 'cuda':
@@ -287,6 +288,7 @@ class Step:
             # the caching allocator's peak for the whole process (both models): CUDA graph
             # replays allocate nothing, so the line above misses their pool
             result['peak_reserved_mib'] = self.reserved_bytes / MIB
+            result['warmup_reserved_mib'] = self.warmup_reserved_mib
         else:
             result['cpu_ms_median'] = statistics.median(self.cpu_times_ms)
             result['cpu_ms_min'] = min(self.cpu_times_ms)
@@ -455,6 +457,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     (hgkd, model, optimizer, compile_info), hgkd_reserved = reserved_during(
         device, lambda: warm_up_hgkd(bench, hgkd_model_cfg(cfg, args), args.compile,
                                      args.warmup, args.seed, args.compile_mode))
+    hgkd.warmup_reserved_mib = hgkd_reserved
     hgkd_rss_mib = peak_rss_mib()  # before the composition exists
     steps = [hgkd]
     spark_depth = args.spark_depth or model.backbone.depth
@@ -463,7 +466,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
             device, lambda: warm_up_composition(bench, model.teacher, spark_depth,
                                                 args.warmup, args.seed))
         if composition_reserved is not None:  # its teacher's weights came with H-GKD's
-            composition_reserved += state_bytes([model.teacher]) / MIB
+            composition.warmup_reserved_mib = (composition_reserved
+                                               + state_bytes([model.teacher]) / MIB)
         steps.append(composition)
     for _ in range(args.iters):  # alternate A, B, A, B: both see the same machine load
         for step in steps:
@@ -484,15 +488,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                  '+ peak transient allocation of one step; warmup_reserved_'
                                  'mib: what the allocator reserved for the model in its '
                                  'warm-up, CUDA-graph pools included')
-        result['hgkd']['warmup_reserved_mib'] = hgkd_reserved
     else:
         result['hgkd']['peak_rss_mib'] = hgkd_rss_mib
         result['memory_note'] = ('CPU: peak RSS of the whole process (ru_maxrss); the H-GKD '
                                  'value is taken before the composition was built')
     if args.compare_spark:
-        add_comparison(result, dict(steps[1].summary(args.batch_size, device),
-                                    **({'warmup_reserved_mib': composition_reserved}
-                                       if on_cuda else {})), spark_depth)
+        add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
     if args.out:  # the timings survive a failure in the parts below
         dump_json(args.out, result)
     if args.breakdown:
@@ -619,9 +620,10 @@ def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:
     if result['device'] == 'cuda':
         result['memory_ratio'] = (result['hgkd']['peak_memory_mib'] /
                                   composition['peak_memory_mib'])
-        if composition.get('warmup_reserved_mib') and 'warmup_reserved_mib' in result['hgkd']:
-            result['reserved_ratio'] = (result['hgkd']['warmup_reserved_mib'] /
-                                        composition['warmup_reserved_mib'])
+        hgkd_reserved, reserved = (part.get('warmup_reserved_mib')
+                                   for part in (result['hgkd'], composition))
+        if hgkd_reserved and reserved:
+            result['reserved_ratio'] = hgkd_reserved / reserved
     else:  # both models are resident: the process's peak says nothing about one of them
         result['composition']['process_peak_rss_mib'] = peak_rss_mib()
         result['memory_ratio'] = None
