@@ -67,3 +67,16 @@ def test_a_failed_training_fails_the_check(tool, monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as stop:
         tool.main([DEMO, '--images', '4', '--batch-size', '4', '--work-dir', str(tmp_path)])
     assert stop.value.code == 1
+
+
+@pytest.mark.parametrize('make', ['file', 'full folder'])
+def test_work_dir_must_be_new_or_empty(tool, tmp_path, capsys, make):
+    work = tmp_path / 'work'
+    if make == 'file':
+        work.write_text('')
+    else:
+        (work / 'runs').mkdir(parents=True)
+    with pytest.raises(SystemExit) as stop:
+        tool.main([DEMO, '--work-dir', str(work)])
+    assert stop.value.code == 2
+    assert f'--work-dir {work}: give a new or empty folder' in capsys.readouterr().err

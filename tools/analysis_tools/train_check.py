@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config: no file {args.config}')
+    if args.work_dir and osp.exists(args.work_dir) and (
+            not osp.isdir(args.work_dir) or os.listdir(args.work_dir)):
+        parser.error(f'--work-dir {args.work_dir}: give a new or empty folder (the checks '
+                     'read the checkpoints the runs leave there)')
     if args.images < args.batch_size:
         parser.error(f'--images {args.images} gives no full batch of --batch-size '
                      f'{args.batch_size} (the H-GKD configs drop the last partial one)')
