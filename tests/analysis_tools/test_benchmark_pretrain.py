@@ -137,7 +137,7 @@ def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
     real_breakdown = tool.breakdown
 
     def counting_breakdown(model, optimizer, bench, iters):
-        teacher, student, step = model._teacher_step, model._student_step, optimizer.step
+        teacher, student, step = model.teacher.forward, model._student_step, optimizer.step
 
         def count(name, function):
             def counted(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
                 return result
             return counted
 
-        model._teacher_step = count('teacher', teacher)
+        model.teacher.forward = count('teacher', teacher)  # what model.teacher(...) calls
         model._student_step = count('student', student)
         monkeypatch.setattr(optimizer, 'step', count('step', step))
         result = real_breakdown(model, optimizer, bench, iters)
@@ -171,6 +171,24 @@ def test_breakdown_times_each_part_alone(tool, tmp_path, capsys, monkeypatch):
     assert all(parts[name] > 0 for name in names)
     assert parts['sum_ms'] == pytest.approx(sum(parts[name] for name in names))
     assert 'H-GKD parts alone (ms): teacher forward' in capsys.readouterr().out
+
+
+def test_breakdown_with_the_teacher_inside(tool, tmp_path, capsys, monkeypatch):
+    """With model.compile_teacher the student's part is the compiled function's: teacher
+    and student, and the sum counts the teacher once."""
+    monkeypatch.setattr(torch, 'compile',  # a new function that runs eager: "compiled"
+                        lambda function, **options: lambda *args: function(*args))
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    result = tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '2',
+                        '--warmup', '1', '--threads', '1', '--compile', '--compile-teacher',
+                        '--breakdown'])
+    assert result['compile']['used'] and result['compile']['teacher']
+    parts = result['breakdown']
+    assert parts['student_part'] == 'teacher + student'
+    assert parts['sum_ms'] == pytest.approx(parts['student_forward_backward_ms']
+                                            + parts['clip_and_optimizer_ms'])
+    assert 'teacher + student forward + backward' in capsys.readouterr().out
 
 
 def test_results_are_written_before_the_breakdown_and_profile(tool, tmp_path, monkeypatch):

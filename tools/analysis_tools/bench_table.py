@@ -73,8 +73,9 @@ def breakdown_lines(name: str, result: dict) -> List[str]:
     times = result.get('breakdown')
     if not times:
         return []
-    return [f"{name}: teacher forward {times['teacher_forward_ms']:.1f} ms, student forward + "
-            f"backward {times['student_forward_backward_ms']:.1f} ms, clip + optimizer "
+    return [f"{name}: teacher forward {times['teacher_forward_ms']:.1f} ms, "
+            f"{times.get('student_part', 'student')} forward + backward "
+            f"{times['student_forward_backward_ms']:.1f} ms, clip + optimizer "
             f"{times['clip_and_optimizer_ms']:.1f} ms, timed alone (sum {times['sum_ms']:.1f}; "
             f"step {result['hgkd']['ms_median']:.1f})"]
 

@@ -64,7 +64,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="torch.compile mode for the compiled step; it replaces the "
                         "config's model.cuda_graphs ('default': no CUDA graphs)")
     parser.add_argument('--compile-teacher', action=argparse.BooleanOptionalAction, default=None,
-                        help='also compile the teacher forward when the student is compiled')
+                        help="also compile the teacher forward, in the student's compiled "
+                        'function (model.compile_teacher)')
     parser.add_argument('--norm-impl', choices=['torch', 'triton'],
                         help="the student's masked norms: torch ops or Triton kernels")
     parser.add_argument('--profile', metavar='FILE',
@@ -378,7 +379,7 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
         return step, model, optimizer, dict(
             requested=compiled, used=used,
             mode=(model.student_compiled_with or {}).get('mode', compile_mode),
-            teacher=used and model._teacher_step != model.teacher.forward,
+            teacher=used and model._teacher_inside,
             error=None if used or not compiled else 'model fell back to eager (see its warning)')
     except Exception as error:  # noqa: BLE001  any compiler failure: fall back to eager
         if not compiled:
@@ -518,15 +519,17 @@ def compile_counters() -> dict:
 def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
               iters: int) -> dict:
     """Median ms of the H-GKD step's parts, each timed alone after one untimed run: the
-    teacher forward, the student's forward + backward on the teacher's tokens (compiled or
-    eager as in the step), and clip + optimizer step. Timed apart, the parts do not
-    overlap, so their sum can exceed the step's time."""
+    teacher forward (eager), the student's forward + backward on the teacher's tokens
+    (compiled or eager as in the step; with the teacher inside the compiled function,
+    ``model.compile_teacher``, that function's: teacher and student), and clip +
+    optimizer step. Timed apart, the parts do not overlap, so their sum can exceed the
+    step's time."""
     inputs, mask = bench.inputs, model.mask(bench.inputs)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def teacher():
         with bench.autocast():
-            return model._teacher_step(inputs, mask)
+            return model.teacher(inputs, mask)
 
     # a copy (with CUDA graphs, later teacher runs would overwrite the graph's output) with
     # the strides of the step's tokens: other strides would compile the student again
@@ -536,7 +539,8 @@ def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
     def student():
         optimizer.zero_grad(set_to_none=True)  # as in the step: gradients start empty
         with bench.autocast():
-            loss = total_loss(model._student_step(inputs, mask, tokens))
+            loss = total_loss(model._student_step(inputs, mask) if model._teacher_inside
+                              else model._student_step(inputs, mask, tokens))
         loss.backward()
 
     parts = dict(teacher_forward=teacher, student_forward_backward=student,
@@ -547,8 +551,10 @@ def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
         for _ in range(iters + 1):
             step.timed(bench.device)
         result[f'{name}_ms'] = statistics.median(step.times_ms[1:])
-    result['sum_ms'] = sum(result.values())
+    # with the teacher inside the student's function, its forward is in that part already
+    result['sum_ms'] = sum(result.values()) - model._teacher_inside * result['teacher_forward_ms']
     result['iters'] = iters
+    result['student_part'] = 'teacher + student' if model._teacher_inside else 'student'
     optimizer.zero_grad(set_to_none=True)
     return result
 
@@ -658,7 +664,8 @@ def print_table(result: dict) -> None:
     if 'breakdown' in result:
         parts = result['breakdown']
         print(f"H-GKD parts alone (ms): teacher forward {parts['teacher_forward_ms']:.1f}, "
-              f"student forward + backward {parts['student_forward_backward_ms']:.1f}, "
+              f"{parts.get('student_part', 'student')} forward + backward "
+              f"{parts['student_forward_backward_ms']:.1f}, "
               f"clip + optimizer {parts['clip_and_optimizer_ms']:.1f} "
               f"(sum {parts['sum_ms']:.1f})")
     if 'ratio_img_per_s' in result:

@@ -75,9 +75,9 @@ def count(step: Callable[[], None]) -> CountOps:
 
 def hgkd_step(model: nn.Module, inputs: torch.Tensor, amp: bool) -> Callable[[], None]:
     mask = model.mask(inputs)
-    model.loss(inputs)  # sets the model's eager teacher and student steps
+    model.loss(inputs)  # sets the model's eager student step
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp), torch.no_grad():
-        tokens = [t.clone() for t in model._teacher_step(inputs, mask)]
+        tokens = [t.clone() for t in model.teacher(inputs, mask)]
 
     def run() -> None:
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):

@@ -9,7 +9,7 @@
 # per call, set DEADLINE a little under it: no run starts after DEADLINE seconds, a run
 # still going then is stopped, and the runs done are kept (each run's JSON is written as
 # soon as its steps are timed, before the breakdown and the profile). RUNS is in order of
-# importance: the goals for both backends first, then the options. The device
+# importance: the default, the options that may reach the goals, then the rest. The device
 # tool brings back 8 files of its $OUT, and each run writes 3: there, set BUNDLE to a .tgz
 # under the tool's $OUT and OUT elsewhere,
 #   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench1 DEADLINE=560 ITERS=10 WARMUP=3 \
@@ -43,8 +43,8 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled compiled_cl eager train_check masked_compiled compiled_combo \
-compiled_nographs triton_check eager_triton masked_eager}
+RUNS=${RUNS:-compiled compiled_combo compiled_cl compiled_teacher train_check eager \
+masked_compiled compiled_nographs triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
@@ -150,7 +150,7 @@ for name in $RUNS; do
       run eager_triton_cl --backend masked --no-compile --norm-impl triton --channels-last ;;
     compiled_cl) run compiled_cl --channels-last ;;  # no NCHW<->NHWC conversions in cuDNN
     compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;  # session 12
-    compiled_teacher)  # the teacher compiled too (without CUDA graphs; the student keeps them)
+    compiled_teacher)  # the teacher compiled too, in the student's function (one CUDA graph)
       run compiled_teacher --compile-teacher ;;
     compiled_combo) run compiled_combo --channels-last --compile-teacher ;;
     compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes

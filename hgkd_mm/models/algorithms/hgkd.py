@@ -44,8 +44,11 @@ class HGKD(BaseSelfSupervisor):
             first ``backward()``, outside the model, and a batch of another size (a last
             partial batch) recompiles: errors there stop the run with torch's message;
             ``compile=False`` avoids them.
-        compile_teacher (bool): also ``torch.compile`` the teacher's forward, with the
-            same arguments, whenever the student is compiled. Default False.
+        compile_teacher (bool): compile the teacher's forward too, in the same function
+            as the student's part of the step (so under CUDA graphs one graph holds both;
+            two CUDA-graphed functions in a row fail, pytorch#160281), whenever the
+            student is compiled. If that fails in the first step, both go on eager.
+            Default False.
         cuda_graphs (bool | str): compile the student with ``mode='reduce-overhead'``,
             which replays its kernels from CUDA graphs instead of launching each from the
             host (on CUDA inputs only). ``'auto'``: in a single process only (DDP with
@@ -54,10 +57,7 @@ class HGKD(BaseSelfSupervisor):
             student's gradients must be cleared before each step (torch overwrites
             accumulated ones, pytorch#169545): gradient accumulation is refused. The
             graphs are captured in a later step than the first, so a capture failure has
-            no eager fallback: ``cuda_graphs=False``. A
-            ``compile_teacher`` is compiled without them (two CUDA-graphed functions in
-            a row fail, pytorch#160281), and so ``compile=dict(mode=...)`` with a CUDA
-            graph mode is refused with ``compile_teacher``.
+            no eager fallback: ``cuda_graphs=False``.
     """
 
     def __init__(self,
@@ -101,7 +101,7 @@ class HGKD(BaseSelfSupervisor):
                              f'arguments, got {compile!r}')
         if not isinstance(compile_teacher, bool):
             raise ValueError(f'compile_teacher must be True or False, got {compile_teacher!r}')
-        check_cuda_graphs(cuda_graphs, compile, compile_teacher)
+        check_cuda_graphs(cuda_graphs, compile)
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last
         if channels_last:  # the weights too: else every conv converts its weight per call
@@ -110,9 +110,9 @@ class HGKD(BaseSelfSupervisor):
         self.compile_cfg = compile  # not self.compile: that is nn.Module.compile()
         self.compile_teacher = compile_teacher
         self.cuda_graphs = cuda_graphs
-        # chosen in the first training step: compiled or eager
-        self._teacher_step: Optional[Callable] = None
+        # chosen in the first training step: compiled or eager, the teacher inside or not
         self._student_step: Optional[Callable] = None
+        self._teacher_inside = False  # _student_step(inputs, mask) runs the teacher too
         # the torch.compile arguments of the student in use (None: eager)
         self.student_compiled_with: Optional[dict] = None
         self._graphed_params: List[torch.nn.Parameter] = []  # the gradient check's
@@ -182,8 +182,9 @@ class HGKD(BaseSelfSupervisor):
                 'gradients kept from an earlier step (pytorch#169545): clear them before '
                 'each step (no optim_wrapper.accumulative_counts > 1, zero_grad with '
                 'set_to_none=True), or set model.cuda_graphs=False')
-        teacher_tokens = self._teacher_step(inputs, mask)
-        return self._student_step(inputs, mask, teacher_tokens)
+        if self._teacher_inside:
+            return self._student_step(inputs, mask)
+        return self._student_step(inputs, mask, self.teacher(inputs, mask))
 
     def student_loss(self, inputs: Tensor, mask: Tensor,
                      teacher_tokens: Tensor) -> Dict[str, Tensor]:
@@ -193,25 +194,34 @@ class HGKD(BaseSelfSupervisor):
         decoded = self.neck(features, mask)
         return self.head.loss(decoded, teacher_tokens, mask)
 
+    def distill_loss(self, inputs: Tensor, mask: Tensor) -> Dict[str, Tensor]:
+        """The teacher's targets, then :meth:`student_loss` (``compile_teacher`` compiles
+        this whole)."""
+        return self.student_loss(inputs, mask, self.teacher(inputs, mask))
+
     def _first_step(self, inputs: Tensor, mask: Tensor) -> Dict[str, Tensor]:
-        """Pick compiled or eager (``compile``, ``compile_teacher``) and run the step; a
-        part whose compiling fails goes on eager."""
+        """Pick compiled or eager (``compile``, ``compile_teacher``) and run the step; if
+        compiling fails, it goes on eager."""
         wanted = self.compile_cfg if self.compile_cfg != 'auto' else inputs.is_cuda
         options = dict(wanted) if isinstance(wanted, dict) else {}
-        # a bound method, not the module: a module attribute would be a second submodule
-        self._teacher_step, teacher_tokens = _compiled_or_eager(
-            self.teacher.forward, wanted is not False and self.compile_teacher, options,
-            'teacher', 'model.compile_teacher=False', inputs, mask)
         if wanted is not False and self._use_cuda_graphs(inputs.is_cuda):
-            options['mode'] = 'reduce-overhead'  # the student's only (pytorch#160281)
-        self._student_step, losses = _compiled_or_eager(
-            self.student_loss, wanted is not False, options, 'student', 'model.compile=False',
-            inputs, mask, teacher_tokens)
-        if self._student_step != self.student_loss:
+            options['mode'] = 'reduce-overhead'
+        # bound methods, not the module: a module attribute would be a second submodule
+        self._teacher_inside = wanted is not False and self.compile_teacher
+        if self._teacher_inside:
+            function, args, name = self.distill_loss, (inputs, mask), 'student and teacher'
+        else:
+            function, args = self.student_loss, (inputs, mask, self.teacher(inputs, mask))
+            name = 'student'
+        switch = 'model.compile_teacher=False' if self._teacher_inside else 'model.compile=False'
+        self._student_step, losses = _compiled_or_eager(function, wanted is not False, options,
+                                                        name, switch, *args)
+        if self._student_step != function:
             self.student_compiled_with = options
             if cuda_graphed(options, inputs.is_cuda):  # arms the gradient check
                 self._graphed_params = [p for p in self.parameters() if p.requires_grad]
-        print_log(f'H-GKD student step: compiled with {options}, CUDA graphs '
+        print_log(f'H-GKD student step: compiled with {options}'
+                  f"{', the teacher inside' if self._teacher_inside else ''}, CUDA graphs "
                   f"{'on' if self._graphed_params else 'off'}"
                   if self.student_compiled_with is not None else 'H-GKD student step: eager',
                   logger='current', level=logging.INFO)
@@ -238,7 +248,7 @@ def cuda_graphed(options: dict, on_cuda: bool) -> bool:
             and options.get('backend', 'inductor') == 'inductor')
 
 
-def check_cuda_graphs(cuda_graphs, compile, compile_teacher: bool) -> None:
+def check_cuda_graphs(cuda_graphs, compile) -> None:
     """Refuse ``cuda_graphs`` values and combinations that :class:`HGKD` cannot run."""
     if not (isinstance(cuda_graphs, bool) or cuda_graphs == 'auto'):
         raise ValueError(f"cuda_graphs must be True, False or 'auto', got {cuda_graphs!r}")
@@ -252,11 +262,6 @@ def check_cuda_graphs(cuda_graphs, compile, compile_teacher: bool) -> None:
         raise ValueError(f"compile['options'] and cuda_graphs={cuda_graphs!r}: torch.compile "
                          "takes a mode or options, not both; set cuda_graphs=False and "
                          "'triton.cudagraphs' in the options")
-    if compile_teacher and mode in CUDA_GRAPH_MODES:
-        raise ValueError(f"compile_teacher=True with compile['mode']={mode!r}: two CUDA-graphed "
-                         'functions in a row fail in torch (pytorch#160281); use '
-                         "cuda_graphs='auto' instead of the mode (the teacher is then "
-                         'compiled without CUDA graphs) or compile_teacher=False')
 
 
 def student_widths(backbone: dict) -> Tuple[int, ...]:

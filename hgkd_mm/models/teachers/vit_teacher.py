@@ -2,6 +2,7 @@
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
@@ -59,6 +60,11 @@ def visible_indices(visible: Tensor) -> Tensor:
     # a stable sort of (not visible) moves visible positions first and keeps their order
     order = torch.argsort((~visible).to(torch.uint8), dim=1, stable=True)
     return order[:, :high]
+
+
+@torch.compiler.assume_constant_result  # else torch.compile splits the graph there
+def _cuda_bf16_supported() -> bool:
+    return torch.cuda.is_bf16_supported()
 
 
 def _gather_tokens(tokens: Tensor, indices: Tensor) -> Tensor:
@@ -155,6 +161,9 @@ class FrozenViTTeacher(BaseModule):
                       logger='current', level=logging.WARNING)
         self.embed_dims: int = (self.decoder.decoder_embed.out_features
                                 if self.decoder is not None else self.vit.embed_dims)
+        for module in self.modules():  # mmpretrain's np.linspace rates: torch.compile
+            if isinstance(getattr(module, 'drop_prob', None), np.floating):  # cannot branch
+                module.drop_prob = float(module.drop_prob)  # on a numpy float (graph break)
         self.requires_grad_(False)
         self.train(False)
 
@@ -191,7 +200,7 @@ class FrozenViTTeacher(BaseModule):
         Returns:
             One float32 ``(B, embed_dims, H/patch, W/patch)`` grid per out layer.
         """
-        use_bf16 = self.autocast and inputs.is_cuda and torch.cuda.is_bf16_supported()
+        use_bf16 = self.autocast and inputs.is_cuda and _cuda_bf16_supported()
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=use_bf16):
             if self.input_mode == 'full':
                 grids = list(self.vit(inputs))

@@ -46,14 +46,18 @@ def test_compiled_step_equals_eager(backend, channels_last):
 
 
 def test_compiled_teacher_equals_eager():
+    """compile_teacher compiles teacher and student as one function, in one graph
+    (fullgraph=True: no graph break between them), with the eager loss and gradients."""
     inputs = torch.randn(2, 3, 64, 64)
     eager_loss, eager_grads = step(build(compile=False, compile_teacher=True), inputs)
-    model = build(compile=dict(backend='aot_eager'), compile_teacher=True)
+    model = build(compile=dict(backend='aot_eager', fullgraph=True), compile_teacher=True)
     keys = set(model.state_dict())
     loss, grads = step(model, inputs)
-    assert model._teacher_step != model.teacher.forward  # the compiled teacher is in use
+    assert model._teacher_inside and model._student_step != model.distill_loss  # compiled
     assert set(model.state_dict()) == keys  # no compiled module among the submodules
     assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == eager_grads.keys()
+    assert not any(name.startswith('target_generator') for name in grads)  # frozen
     for name, grad in grads.items():
         assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
 
@@ -75,14 +79,19 @@ def test_compiler_failure_falls_back_to_eager(monkeypatch):
 
 
 def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
+    inputs = torch.randn(2, 3, 64, 64)
+    eager_loss, _ = step(build(compile=False), inputs)
     model = build(compile=dict(backend='no_such_backend'), compile_teacher=True)
     logged = []
     monkeypatch.setattr(hgkd_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append(msg))
-    step(model, torch.randn(2, 3, 64, 64))
-    assert ['teacher' in msg for msg in logged] == [True, False, False]  # the student's
+    loss, _ = step(model, inputs)
+    assert len(logged) == 2 and 'of the H-GKD student and teacher failed' in logged[0]
     assert 'set model.compile_teacher=False' in logged[0]
-    assert model._teacher_step == model.teacher.forward
+    assert logged[1] == 'H-GKD student step: eager'
+    assert model._student_step == model.distill_loss  # both eager, the teacher inside
+    assert torch.allclose(loss, eager_loss)
+    assert torch.allclose(step(model, inputs)[0], eager_loss)  # and the steps after
 
 
 @pytest.mark.parametrize('value', ['yes', 1.0, None])
@@ -102,12 +111,15 @@ def test_bad_compile_teacher_value():
     (dict(cuda_graphs='auto', compile=dict(mode='default')), 'both choose the torch.compile'),
     (dict(cuda_graphs='auto', compile=dict(options={'max_autotune': True})),
      "compile\\['options'\\] and cuda_graphs='auto'"),
-    (dict(compile=dict(mode='reduce-overhead'), compile_teacher=True),
-     "compile_teacher=True with compile\\['mode'\\]='reduce-overhead'"),
 ])
 def test_bad_cuda_graphs(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build(**kwargs)
+
+
+def test_compile_teacher_with_a_cuda_graph_mode_is_accepted():
+    """The teacher is compiled inside the student's function: one CUDA-graphed function."""
+    assert build(compile=dict(mode='reduce-overhead'), compile_teacher=True).compile_teacher
 
 
 def test_cuda_graphs_auto_in_one_process_only(monkeypatch):
@@ -142,10 +154,11 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
     model = build(compile=True, cuda_graphs='auto', compile_teacher=True)
     inputs = torch.randn(2, 3, 64, 64)
     step(model, inputs)  # clears the gradients after its backward, as the optim wrapper
-    assert calls == [{}, dict(mode='reduce-overhead')]  # the teacher's, then the student's
+    assert calls == [dict(mode='reduce-overhead')]  # one function: teacher and student
     assert model.student_compiled_with == dict(mode='reduce-overhead')
     assert graphed == [dict(mode='reduce-overhead')] and model._graphed_params  # armed
-    assert "compiled with {'mode': 'reduce-overhead'}, CUDA graphs on" in logged[-1]
+    assert ("compiled with {'mode': 'reduce-overhead'}, the teacher inside, CUDA graphs on"
+            in logged[-1])
     step(model, inputs)  # cleared: accepted
     model.train()
     model.loss(inputs)['loss_feat'].backward()  # not cleared: accumulating

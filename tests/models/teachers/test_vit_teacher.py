@@ -140,6 +140,19 @@ def test_full_mode_matches_timm(files, timm_vit, images):
     torch.testing.assert_close(grid, expected, **TOL)
 
 
+@pytest.mark.parametrize('drop_path_rate', [0.0, 0.1])
+def test_full_mode_compiles_in_one_graph(files, images, drop_path_rate):
+    """mmpretrain gives each block its drop-path rate as a numpy float, on which
+    torch.compile cannot branch (a graph break in every block): the teacher makes them
+    Python floats, and its forward compiles whole (fullgraph) to the same tokens."""
+    teacher = _teacher(files['timm'], drop_path_rate=drop_path_rate)
+    rates = [m.drop_prob for m in teacher.modules() if hasattr(m, 'drop_prob')]
+    assert rates and all(type(rate) is float for rate in rates)
+    assert max(rates) == pytest.approx(drop_path_rate)
+    compiled = torch.compile(teacher.forward, fullgraph=True, backend='eager')
+    torch.testing.assert_close(compiled(images)[0], teacher(images)[0], atol=0, rtol=0)
+
+
 def test_three_formats_give_identical_tokens(files, images):
     grids = {name: _teacher(path)(images)[0] for name, path in files.items()}
     torch.testing.assert_close(grids['mae'], grids['timm'], atol=0, rtol=0)
