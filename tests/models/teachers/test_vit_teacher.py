@@ -18,6 +18,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch import Tensor, nn
 
 from hgkd_mm.models.teachers import FrozenViTTeacher, load_teacher_checkpoint, safe_load
+from hgkd_mm.models.teachers.vit_teacher import PatchProjection
 from masks import random_mask
 
 IMG, PATCH, EMBED, DEPTH, HEADS = 64, 16, 64, 2, 4
@@ -369,3 +370,42 @@ def test_url_checkpoint_is_downloaded_by_rank_0_alone(tmp_path, fail):
     else:
         assert results == [str(tmp_path / 'checkpoints' / 'teacher.pth')] * 2
         assert downloads == ['downloads_rank0']
+
+
+@pytest.mark.parametrize('size, bias', [((32, 48), True), ((37, 50), False)])
+def test_patch_projection_equals_conv2d(size, bias):
+    """The patch embedding as one matrix product: torch's strided Conv2d's outputs and
+    gradients, also for a size that is not a multiple of the patch (the rest is dropped)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 16, stride=16, bias=bias)
+    patch = PatchProjection.from_conv(conv)
+    assert type(patch) is PatchProjection
+    assert patch.state_dict().keys() == conv.state_dict().keys()
+    x = torch.randn(2, 3, *size, requires_grad=True)
+    torch.testing.assert_close(patch.matmul_forward(x), conv(x))  # what CUDA inputs run
+    grads = torch.autograd.grad(patch.matmul_forward(x).square().sum(), [x, patch.weight])
+    expected = torch.autograd.grad(conv(x).square().sum(), [x, conv.weight])
+    for grad, reference in zip(grads, expected):
+        torch.testing.assert_close(grad, reference, atol=1e-4, rtol=1e-4)  # sum order
+
+
+@pytest.mark.parametrize('conv', [nn.Conv2d(3, 8, 16, stride=8),
+                                  nn.Conv2d(3, 8, 4, 4, padding=1),
+                                  nn.Conv2d(4, 8, 4, 4, groups=2)])
+def test_other_convolutions_are_kept(conv):
+    assert PatchProjection.from_conv(conv) is conv
+
+
+def test_teacher_embeds_patches_by_matrix_product(files, images, monkeypatch):
+    """On CUDA inputs (faked) the teacher's patch embedding is the matrix product, and
+    its tokens are the convolution's."""
+    teacher = _teacher(files['timm'])
+    assert type(teacher.vit.patch_embed.projection) is PatchProjection
+    assert 'vit.patch_embed.projection.weight' in teacher.state_dict()
+    expected = teacher(images)[0]  # the CPU runs the convolution
+    calls = []
+    real = PatchProjection.matmul_forward
+    monkeypatch.setattr(PatchProjection, 'forward',
+                        lambda self, x: calls.append(x.shape) or real(self, x))
+    torch.testing.assert_close(teacher(images)[0], expected, **TOL)
+    assert calls == [images.shape]
