@@ -94,9 +94,12 @@ class PackedLayout:
         batch, channels = x.shape[:2]
         size = self.dense_size(x)
         index = self.index(size)
-        if self.channels_last:
-            dense = x.new_zeros(batch, size[0] * size[1], channels).transpose(1, 2)
-        else:
-            dense = x.new_zeros(batch, channels, size[0] * size[1])
+        if self.channels_last:  # scatter whole rows of channels into (B, H W, C); not into
+            # a transposed view, which costs two copies of the map in the backward
+            rows = index.transpose(1, 2).expand(batch, -1, channels)
+            dense = x.new_zeros(batch, size[0] * size[1], channels)
+            dense.scatter_(1, rows, x.flatten(2).transpose(1, 2))
+            return dense.transpose(1, 2).view(batch, channels, *size)
+        dense = x.new_zeros(batch, channels, size[0] * size[1])
         dense.scatter_(2, index.expand(batch, channels, -1), x.flatten(2))
         return dense.view(batch, channels, *size)
