@@ -28,10 +28,13 @@ def test_demo_config_trains_and_resumes_on_the_cpu(tool, tmp_path):
 
 
 def fake_runs(tool, monkeypatch, *runs):
-    """tools/train.py replaced by ``runs`` in order (each writes its checkpoint)."""
+    """tools/train.py replaced by ``runs`` in order (each writes its checkpoint); returns
+    the ``cfg_options`` each run got."""
     pending = list(runs)
+    given = []
 
-    def train(config, work_dir, *options):
+    def train(config, work_dir, *options, cfg_options=()):
+        given.append(list(cfg_options))
         run = {**dict(seconds=0.0, losses=[1.0], cuda_graphs=False, tail=''), **pending.pop(0)}
         if run['rc'] == 0:
             os.makedirs(work_dir, exist_ok=True)
@@ -42,6 +45,7 @@ def fake_runs(tool, monkeypatch, *runs):
     monkeypatch.setattr(tool, 'train', train)
     monkeypatch.setattr(tool, 'check_config', lambda *args: None)
     monkeypatch.setattr(tool, 'make_images', lambda *args: None)
+    return given
 
 
 @pytest.mark.parametrize('accumulation, ok', [
@@ -80,3 +84,34 @@ def test_work_dir_must_be_new_or_empty(tool, tmp_path, capsys, make):
         tool.main([DEMO, '--work-dir', str(work)])
     assert stop.value.code == 2
     assert f'--work-dir {work}: give a new or empty folder' in capsys.readouterr().err
+
+
+def test_cfg_options_reach_every_run(tool, monkeypatch, tmp_path):
+    given = fake_runs(tool, monkeypatch, dict(rc=0, cuda_graphs=True), dict(rc=0),
+                      dict(rc=1, tail='accumulative_counts'))
+    report = tool.main([DEMO, '--images', '4', '--batch-size', '4', '--epochs', '1',
+                        '--work-dir', str(tmp_path), '--cfg-options', 'model.channels_last=True',
+                        'model.compile_teacher=True'])
+    options = ['model.channels_last=True', 'model.compile_teacher=True']
+    assert report['ok'] and report['cfg_options'] == options
+    assert given == [options, options + ['train_cfg.max_epochs=2'],
+                     options + ['optim_wrapper.accumulative_counts=2']]
+
+
+def test_train_passes_one_cfg_options_list(tool, monkeypatch):
+    """tools/train.py keeps only the last --cfg-options it is given: one list."""
+    commands = []
+    monkeypatch.setattr(tool.subprocess, 'run', lambda command, **kwargs: commands.append(
+        command) or tool.subprocess.CompletedProcess(command, 0, '', ''))
+    tool.train('c.py', 'w', '--resume', 'e.pth', cfg_options=['a=1', 'b=2'])
+    tool.train('c.py', 'w')
+    assert commands[0][2:] == ['c.py', '--work-dir', 'w', '--resume', 'e.pth',
+                               '--cfg-options', 'a=1', 'b=2']
+    assert '--cfg-options' not in commands[1]
+
+
+def test_bad_cfg_option_is_named(tool, capsys):
+    with pytest.raises(SystemExit) as stop:
+        tool.main([DEMO, '--cfg-options', 'model.channels_last'])
+    assert stop.value.code == 2
+    assert "--cfg-options: 'model.channels_last' is not KEY=VALUE" in capsys.readouterr().err

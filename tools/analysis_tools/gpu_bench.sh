@@ -24,7 +24,8 @@
 # (channels-last) and compiled_combo (channels-last + compiled teacher) with compiled.
 # train_check times nothing: it runs tools/train.py with the config on generated images
 # (train_check.py: the default step trains and resumes in mmengine's Runner, and refuses
-# gradient accumulation under CUDA graphs); triton_check tests the Triton norms.
+# gradient accumulation under CUDA graphs), train_check_combo the same with
+# compiled_combo's options; triton_check tests the Triton norms.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
@@ -43,13 +44,13 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled compiled_combo compiled_cl compiled_teacher train_check eager \
-masked_compiled compiled_nographs triton_check eager_triton masked_eager}
+RUNS=${RUNS:-compiled compiled_combo compiled_cl compiled_teacher train_check \
+train_check_combo eager masked_compiled compiled_nographs triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
-KNOWN_RUNS=" triton_check train_check compiled eager masked_compiled masked_eager eager_triton \
+KNOWN_RUNS=" triton_check train_check train_check_combo compiled eager masked_compiled masked_eager eager_triton \
 eager_channels_last eager_triton_cl compiled_cl compiled_nographs masked_nographs \
 compiled_cudagraphs compiled_teacher compiled_combo compiled_autotune compiled_lamb compiled_adamw \
 teacher_masked spconv_eager "
@@ -138,6 +139,10 @@ for name in $RUNS; do
     train_check)  # the default step in tools/train.py: trains, resumes, refuses accumulation
       check train_check tools/analysis_tools/train_check.py --epochs 1 \
         --out "$OUT/train_check_report.json" ;;
+    train_check_combo)  # the same with compiled_combo's options
+      check train_check_combo tools/analysis_tools/train_check.py --epochs 1 \
+        --out "$OUT/train_check_combo_report.json" \
+        --cfg-options model.channels_last=True model.compile_teacher=True ;;
     compiled) run compiled ;;  # the default on CUDA: compiled student in CUDA graphs
     eager) run eager --no-compile ;;
     masked_compiled) run masked_compiled --backend masked ;;

@@ -3,13 +3,14 @@ default step train in mmengine's Runner on this machine (on a GPU: compiled, in 
 graphs), save and resume checkpoints, and refuse gradient accumulation under CUDA graphs?
 
     python tools/analysis_tools/train_check.py [CONFIG] [--images N] [--batch-size N]
-        [--epochs N] [--work-dir DIR] [--out JSON]
+        [--epochs N] [--work-dir DIR] [--out JSON] [--cfg-options KEY=VALUE ...]
 
 Three runs of ``tools/train.py`` with the config's model and pipeline, the teacher without
 its checkpoint (random) and ``--images`` random images: train ``--epochs`` epochs;
 ``--resume`` for one more; with CUDA graphs in use, once more with
 ``optim_wrapper.accumulative_counts=2``, which must stop with the model's error. Exits 1
-if a check fails. It times nothing: speed is ``benchmark_pretrain.py``'s.
+if a check fails. ``--cfg-options`` go to every run (e.g. ``model.channels_last=True``).
+It times nothing: speed is ``benchmark_pretrain.py``'s.
 """
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--epochs', type=positive_int, default=2)
     parser.add_argument('--work-dir', help='default: a new temporary folder')
     parser.add_argument('--out', type=json_path, help='write the result as JSON here')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help="tools/train.py's --cfg-options, for every run")
     args = parser.parse_args(argv)
+    for option in args.cfg_options:
+        if '=' not in option:
+            parser.error(f'--cfg-options: {option!r} is not KEY=VALUE')
     if not osp.isfile(args.config):
         parser.error(f'config: no file {args.config}')
     if args.work_dir and osp.exists(args.work_dir) and (
@@ -78,11 +84,12 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_ke
 """)
 
 
-def train(config: str, work_dir: str, *options: str) -> dict:
+def train(config: str, work_dir: str, *options: str, cfg_options=()) -> dict:
     """One ``tools/train.py`` run: its exit status, seconds, logged losses, output tail."""
     start = time.time()
+    cfg = ['--cfg-options', *cfg_options] if cfg_options else []  # one list: a second
     result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
-                             '--work-dir', work_dir, *options], cwd=ROOT,
+                             '--work-dir', work_dir, *options, *cfg], cwd=ROOT,  # replaces
                             capture_output=True, text=True)
     output = result.stdout + result.stderr
     return dict(rc=result.returncode, seconds=round(time.time() - start, 1),
@@ -100,21 +107,22 @@ def main(argv=None) -> dict:
     runs = osp.join(work_dir, 'runs')
 
     report = dict(config=args.config, images=args.images, batch_size=args.batch_size,
-                  epochs=args.epochs, work_dir=work_dir)
-    report['train'] = first = train(config, runs)
+                  epochs=args.epochs, work_dir=work_dir, cfg_options=args.cfg_options)
+    report['train'] = first = train(config, runs, cfg_options=args.cfg_options)
     last = osp.join(runs, f'epoch_{args.epochs}.pth')
     report['checks'] = checks = dict(
         trained=first['rc'] == 0 and osp.isfile(last),
         finite_losses=bool(first['losses']) and all(np.isfinite(first['losses'])))
-    report['resume'] = resumed = train(config, runs, '--resume', last, '--cfg-options',
-                                       f'train_cfg.max_epochs={args.epochs + 1}')
+    report['resume'] = resumed = train(
+        config, runs, '--resume', last,
+        cfg_options=[*args.cfg_options, f'train_cfg.max_epochs={args.epochs + 1}'])
     checks['resumed'] = (resumed['rc'] == 0
                          and osp.isfile(osp.join(runs, f'epoch_{args.epochs + 1}.pth')))
     report['cuda_graphs'] = first['cuda_graphs']
     if first['cuda_graphs']:  # the refusal only applies under CUDA graphs
         report['accumulation'] = refused = train(
-            config, osp.join(work_dir, 'accumulate'), '--cfg-options',
-            'optim_wrapper.accumulative_counts=2')
+            config, osp.join(work_dir, 'accumulate'),
+            cfg_options=[*args.cfg_options, 'optim_wrapper.accumulative_counts=2'])
         checks['accumulation_refused'] = (refused['rc'] != 0
                                           and 'accumulative_counts' in refused['tail'])
     report['ok'] = all(checks.values())
