@@ -45,12 +45,14 @@ def test_compiled_step_equals_eager(backend, channels_last):
         assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
 
 
-def test_compiled_teacher_equals_eager():
+@pytest.mark.parametrize('channels_last', [False, True])  # True: gpu_bench's compiled_combo
+def test_compiled_teacher_equals_eager(channels_last):
     """compile_teacher compiles teacher and student as one function, in one graph
     (fullgraph=True: no graph break between them), with the eager loss and gradients."""
     inputs = torch.randn(2, 3, 64, 64)
-    eager_loss, eager_grads = step(build(compile=False, compile_teacher=True), inputs)
-    model = build(compile=dict(backend='aot_eager', fullgraph=True), compile_teacher=True)
+    eager_loss, eager_grads = step(build(compile=False, channels_last=channels_last), inputs)
+    model = build(compile=dict(backend='aot_eager', fullgraph=True), compile_teacher=True,
+                  channels_last=channels_last)
     keys = set(model.state_dict())
     loss, grads = step(model, inputs)
     assert model._teacher_inside and model._student_step != model.distill_loss  # compiled
