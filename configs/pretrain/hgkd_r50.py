@@ -36,9 +36,14 @@ model = dict(
     type='HGKD',
     mask_ratio=0.6,
     compile='auto',  # torch.compile of the student's step on CUDA (eager fallback); False: off
-    # ... replayed from CUDA graphs in a single process (H100, batch 128: 2,731 img/s against
-    # 1,950 without; docs/benchmarks.md); refuses gradient accumulation; False: off
+    # ... with the teacher's forward in the same compiled function, ...
+    compile_teacher=True,
+    # ... replayed from CUDA graphs in a single process; refuses gradient accumulation
     cuda_graphs='auto',
+    # student activations and weights channels-last (cuDNN's bf16 convolutions work in NHWC)
+    # H100, batch 128, bf16, session 13 (docs/benchmarks.md): these three together 3,174
+    # img/s, 5.50x mmpretrain's SparK + teacher; CUDA graphs alone 2,774 img/s (4.81x)
+    channels_last=True,
     backbone=dict(
         # 'packed': 1x1 convs, norms and elementwise ops on the visible positions only
         # (1.22x-1.26x the step of 'masked' on the CPU; docs/benchmarks.md, "Defaults and why")

@@ -125,3 +125,21 @@ def test_reserved_ratio_joins_the_memory_cell(tool):
         result = json.load(f)
     result['reserved_ratio'] = 0.804
     assert cells(tool.row('graphs', result))[-1] == '0.30 (reserved 0.80)'
+
+
+def test_session13_rows_match_the_documented_h100_results(tool):
+    """The goal rows of docs/benchmarks.md are the tool's reading of the stored JSON."""
+    folder = os.path.join(ROOT, 'docs', 'bench', 'h100-session13')
+    rows = {cells(line)[0]: cells(line) for line in tool.main([folder]).splitlines()[2:]
+            if line.startswith('|')}
+    assert set(rows) == {'compiled', 'compiled_combo'}
+    assert rows['compiled_combo'][2:] == [
+        'batch 128, bf16, compiled (reduce-overhead), teacher compiled, norm torch, '
+        'channels_last, backend packed, ForeachLamb',
+        '40.3 / 3,174', '965', '221.7 / 577, 9,857', '5.50x', '0.10 (reserved 0.40)']
+    with open(os.path.join(ROOT, 'docs', 'benchmarks.md')) as f:
+        docs = f.read()
+    for name in ('compiled', 'compiled_combo'):
+        speed, peak, composition, ratio, memory_ratio = rows[name][3:8]
+        for cell in (speed, peak, composition, ratio, memory_ratio):
+            assert cell in docs, (name, cell)

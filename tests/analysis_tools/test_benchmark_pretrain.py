@@ -277,7 +277,7 @@ def test_gpu_bench_default_runs_are_known_and_each_known_run_has_a_case():
 
     default = words('RUNS=${RUNS:-', '}')
     known = words('KNOWN_RUNS=" ', '"')
-    cases = re.findall(r'^    ([a-z_]+)\)', text[text.index('case $name in'):], re.M)
+    cases = re.findall(r'^    ([a-z0-9_]+)\)', text[text.index('case $name in'):], re.M)
     assert default and set(default) <= set(known)
     assert sorted(cases) == sorted(known)
 
@@ -289,8 +289,8 @@ parser.add_argument('config')
 parser.add_argument('--out')
 parser.add_argument('--profile')
 parser.add_argument('--no-compile', action='store_true')
-parser.add_argument('--channels-last', action='store_true')
-parser.add_argument('--compile-teacher', action='store_true')
+parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction)
+parser.add_argument('--compile-teacher', action=argparse.BooleanOptionalAction)
 parser.add_argument('--compile-mode')
 parser.add_argument('--norm-impl', default='torch')
 parser.add_argument('--backend')
@@ -302,11 +302,16 @@ if os.path.basename(args.out) == os.environ.get('FAKE_SLOW_RUN', '') + '.json':
 with open({template!r}) as f:
     result = json.load(f)
 from mmengine.config import Config
-backend = args.backend or Config.fromfile(args.config).model.backbone.backend
-result.update(channels_last=args.channels_last, norm_impl=args.norm_impl, backend=backend,
+model = Config.fromfile(args.config).model  # the options default to the config's
+backend = args.backend or model.backbone.backend
+channels_last = model.get('channels_last', False) if args.channels_last is None \
+    else args.channels_last
+teacher = model.get('compile_teacher', False) if args.compile_teacher is None \
+    else args.compile_teacher
+result.update(channels_last=channels_last, norm_impl=args.norm_impl, backend=backend,
               compile=dict(
     requested=not args.no_compile, used=not args.no_compile, mode=args.compile_mode,
-    teacher=args.compile_teacher, error=None))
+    teacher=teacher and not args.no_compile, error=None))
 with open(args.out, 'w') as f:
     json.dump(result, f)
 """
@@ -359,7 +364,8 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
     stand_in, log = stand_in_python(tmp_path)
     out = tmp_path / 'out'
     runs = ('triton_check train_check eager masked_eager eager_triton eager_triton_cl compiled '
-            'masked_compiled compiled_nographs masked_nographs compiled_cl compiled_combo')
+            'masked_compiled compiled_nographs masked_nographs compiled_cl compiled_teacher '
+            'compiled_session12 eager_nchw')
     bundle = tmp_path / 'bundle.tgz'
     env = dict(os.environ, OUT=str(out), PYTHON=str(stand_in), RUNS=runs, ITERS='7',
                WARMUP='2', BUNDLE=str(bundle))
@@ -369,7 +375,7 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
 
     calls = [line.split() for line in log.read_text().splitlines()
              if 'benchmark_pretrain.py' in line]
-    assert len(calls) == 10
+    assert len(calls) == 12
     for name, call in zip(runs.split()[2:], calls):
         assert call[1:3] == ['configs/pretrain/hgkd_r50.py', '--device']
         text = ' '.join(call)
@@ -392,20 +398,22 @@ def test_gpu_bench_runs_each_variant_with_its_options_and_prints_the_table(tmp_p
     assert not os.path.exists(f'{bundle}.part')
     rows = {line.split('|')[1].strip(): line.split('|')[3].strip()
             for line in table.splitlines()[2:]}
-    prefix = 'batch 128, bf16, '
+    prefix, packed = 'batch 128, bf16, ', ', backend packed, ForeachLamb'
+    both = 'compiled, teacher compiled, norm torch, channels_last'  # the config's default
     assert rows == {
-        'eager': prefix + 'eager, norm torch, backend packed, ForeachLamb',
-        'masked_eager': prefix + 'eager, norm torch, ForeachLamb',
+        'eager': prefix + 'eager, norm torch, channels_last' + packed,
+        'eager_nchw': prefix + 'eager, norm torch' + packed,
+        'masked_eager': prefix + 'eager, norm torch, channels_last, ForeachLamb',
         'eager_triton': prefix + 'eager, norm triton, ForeachLamb',
         'eager_triton_cl': prefix + 'eager, norm triton, channels_last, ForeachLamb',
-        'compiled': prefix + 'compiled, norm torch, backend packed, ForeachLamb',
-        'masked_compiled': prefix + 'compiled, norm torch, ForeachLamb',
-        'compiled_nographs': prefix + 'compiled (default), norm torch, backend packed, '
-                                      'ForeachLamb',
-        'masked_nographs': prefix + 'compiled (default), norm torch, ForeachLamb',
-        'compiled_cl': prefix + 'compiled, norm torch, channels_last, backend packed, ForeachLamb',
-        'compiled_combo': prefix + 'compiled, teacher compiled, norm torch, channels_last, '
-                                   'backend packed, ForeachLamb',
+        'compiled': prefix + both + packed,
+        'masked_compiled': prefix + both + ', ForeachLamb',
+        'compiled_nographs': prefix + both.replace('compiled', 'compiled (default)', 1) + packed,
+        'masked_nographs': prefix + both.replace('compiled', 'compiled (default)', 1)
+        + ', ForeachLamb',
+        'compiled_cl': prefix + 'compiled, norm torch, channels_last' + packed,
+        'compiled_teacher': prefix + 'compiled, teacher compiled, norm torch' + packed,
+        'compiled_session12': prefix + 'compiled, norm torch' + packed,
     }
 
 

@@ -18,14 +18,15 @@
 # done before). Runs without a backend in their name use the config's (packed since
 # session 9); masked_* and *_triton* (the Triton kernels are the masked backend's norms)
 # use backend masked. Compiled runs use the config's CUDA graphs (model.cuda_graphs, since
-# session 12) unless their name ends in _nographs (torch.compile's default mode). Options
-# are compared with the run they change, from the same call (same machine):
-# eager_channels_last and eager_triton with eager and masked_eager, compiled_cl
-# (channels-last) and compiled_combo (channels-last + compiled teacher) with compiled.
-# train_check times nothing: it runs tools/train.py with the config on generated images
-# (train_check.py: the default step trains and resumes in mmengine's Runner, and refuses
-# gradient accumulation under CUDA graphs), train_check_combo the same with
-# compiled_combo's options; triton_check tests the Triton norms.
+# session 12) unless their name ends in _nographs (torch.compile's default mode), and the
+# config's channels-last student and compiled teacher (since session 13) unless their
+# name says otherwise: compiled_session12 has neither (the session-12 default),
+# compiled_cl only channels-last, compiled_teacher only the compiled teacher, eager_nchw
+# and eager_triton are NCHW. Options are compared with the run they change, from the
+# same call (same machine). train_check times nothing: it runs tools/train.py with the
+# config on generated images (train_check.py: the default step trains and resumes in
+# mmengine's Runner, and refuses gradient accumulation under CUDA graphs); triton_check
+# tests the Triton norms.
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
@@ -44,15 +45,15 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled compiled_combo compiled_cl compiled_teacher train_check \
-train_check_combo eager masked_compiled compiled_nographs triton_check eager_triton masked_eager}
+RUNS=${RUNS:-compiled train_check eager compiled_cl compiled_teacher compiled_session12 \
+eager_nchw masked_compiled compiled_nographs triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
-KNOWN_RUNS=" triton_check train_check train_check_combo compiled eager masked_compiled masked_eager eager_triton \
-eager_channels_last eager_triton_cl compiled_cl compiled_nographs masked_nographs \
-compiled_cudagraphs compiled_teacher compiled_combo compiled_autotune compiled_lamb compiled_adamw \
+KNOWN_RUNS=" triton_check train_check compiled eager eager_nchw masked_compiled masked_eager \
+eager_triton eager_triton_cl compiled_cl compiled_teacher compiled_session12 compiled_nographs \
+masked_nographs compiled_cudagraphs compiled_combo compiled_autotune compiled_lamb compiled_adamw \
 teacher_masked spconv_eager "
 if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
   echo "PROFILE must be 0 or 1, got '$PROFILE'" >&2
@@ -139,25 +140,23 @@ for name in $RUNS; do
     train_check)  # the default step in tools/train.py: trains, resumes, refuses accumulation
       check train_check tools/analysis_tools/train_check.py --epochs 1 \
         --out "$OUT/train_check_report.json" ;;
-    train_check_combo)  # the same with compiled_combo's options
-      check train_check_combo tools/analysis_tools/train_check.py --epochs 1 \
-        --out "$OUT/train_check_combo_report.json" \
-        --cfg-options model.channels_last=True model.compile_teacher=True ;;
-    compiled) run compiled ;;  # the default on CUDA: compiled student in CUDA graphs
-    eager) run eager --no-compile ;;
+    compiled) run compiled ;;  # the default on CUDA: compiled student + teacher, CUDA graphs
+    eager) run eager --no-compile ;;  # channels-last, as the config
+    eager_nchw) run eager_nchw --no-compile --no-channels-last ;;  # session 12's eager
     masked_compiled) run masked_compiled --backend masked ;;
     masked_eager) run masked_eager --backend masked --no-compile ;;
     compiled_nographs) run compiled_nographs --compile-mode default ;;
     masked_nographs) run masked_nographs --backend masked --compile-mode default ;;  # session 4
-    eager_triton) run eager_triton --backend masked --no-compile --norm-impl triton ;;
-    eager_channels_last) run eager_channels_last --no-compile --channels-last ;;
+    eager_triton)
+      run eager_triton --backend masked --no-compile --norm-impl triton --no-channels-last ;;
     eager_triton_cl)
       run eager_triton_cl --backend masked --no-compile --norm-impl triton --channels-last ;;
-    compiled_cl) run compiled_cl --channels-last ;;  # no NCHW<->NHWC conversions in cuDNN
+    compiled_cl) run compiled_cl --channels-last --no-compile-teacher ;;  # no cuDNN NCHW<->NHWC
+    compiled_teacher)  # the teacher in the student's compiled function (one CUDA graph)
+      run compiled_teacher --no-channels-last --compile-teacher ;;
+    compiled_session12) run compiled_session12 --no-channels-last --no-compile-teacher ;;
     compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;  # session 12
-    compiled_teacher)  # the teacher compiled too, in the student's function (one CUDA graph)
-      run compiled_teacher --compile-teacher ;;
-    compiled_combo) run compiled_combo --channels-last --compile-teacher ;;
+    compiled_combo) run compiled_combo --channels-last --compile-teacher ;;  # session 13
     compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes
       run compiled_autotune --compile-mode max-autotune-no-cudagraphs ;;
     compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
