@@ -6,9 +6,20 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${HGKD_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 
-# a venv whose creation was cut short (no pip) is made again
+# A new (or empty) folder gets a venv; a venv without pip (its creation cut short) gets
+# pip, or is made again. Anything else at that path is left alone: --clear would empty it.
 if ! { [ -x "$PY" ] && "$PY" -m pip --version >/dev/null 2>&1; }; then
-  python3 -m venv --clear "$VENV"
+  if [ ! -e "$VENV" ] || { [ -d "$VENV" ] && [ -z "$(ls -A "$VENV")" ]; }; then
+    python3 -m venv "$VENV"
+  elif [ -f "$VENV/pyvenv.cfg" ]; then
+    if ! { [ -x "$PY" ] && "$PY" -m ensurepip -q >/dev/null 2>&1; }; then
+      python3 -m venv --clear "$VENV"
+    fi
+  else
+    echo "[install] $VENV exists and is not a Python venv (no pyvenv.cfg): set HGKD_VENV" \
+      "to a new folder or to a venv" >&2
+    exit 2
+  fi
 fi
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
