@@ -84,11 +84,18 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file, checked before the command line changes it (a ``--cfg-options``
+    that sets an init_cfg's checkpoint is not the file's mistake), then ``merge_args``."""
+    cfg = Config.fromfile(args.config)
+    check_checkpoint_variable(cfg)
+    return merge_args(cfg, args)
+
+
 def main() -> None:
     args = parse_args()
     allow_mmengine_checkpoint_globals()
-    cfg = merge_args(Config.fromfile(args.config), args)
-    check_checkpoint_variable(cfg)
+    cfg = load_config(args)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     setup_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

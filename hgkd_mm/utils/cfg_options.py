@@ -41,15 +41,15 @@ def merge_cfg_options(cfg: Config, options: dict) -> Config:
                 'model.backbone.init_cfg.checkpoint=PATH')
         if name in read:
             raise ValueError(f'--cfg-options {key}=...: {_substituted_hint(cfg, key)}')
-    cfg.merge_from_dict(options)
-    if 'checkpoint' not in options:
-        return cfg
-    replaced = _replace_pretrained(cfg.get('model'), previous, cfg.checkpoint)
-    if not replaced:
+    # carried to the init_cfgs the variable filled before the other options, which may set
+    # an init_cfg's own key as well
+    if 'checkpoint' in options and not _replace_pretrained(cfg.get('model'), previous,
+                                                           options['checkpoint']):
         raise ValueError(
             f"--cfg-options checkpoint=...: no Pretrained init_cfg of the model reads the "
             f"config's `checkpoint` variable ({previous!r}); set the init_cfg's own key, e.g. "
             'model.backbone.init_cfg.checkpoint=PATH')
+    cfg.merge_from_dict(options)
     return cfg
 
 

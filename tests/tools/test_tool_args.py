@@ -108,3 +108,27 @@ def test_dist_scripts_need_a_number_of_processes(argv):
     assert result.returncode == 2
     assert f'usage: tools/{argv[0]} CONFIG' in result.stderr
     assert 'GPUS (processes per node) must be a positive integer' in result.stderr
+
+
+@pytest.mark.parametrize('options, expected', [
+    (['model.backbone.init_cfg.checkpoint=/data/dense.pth'], '/data/dense.pth'),
+    (['checkpoint=/data/dense.pth', 'model.backbone.init_cfg.checkpoint=/data/dense.pth'],
+     '/data/dense.pth'),
+    (['checkpoint=/data/dense.pth'], '/data/dense.pth'),
+])
+def test_train_accepts_the_init_cfg_checkpoint_override(monkeypatch, options, expected):
+    """mmengine's usual override of a downstream config's pretrained file: the file's own
+    consistency is checked before the command line changes it."""
+    train = load_tool('train.py')
+    config = str(ROOT / 'configs' / 'seg' / 'upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py')
+    cfg = train.load_config(parse(train, monkeypatch, [config, '--cfg-options', *options]))
+    assert cfg.model.backbone.init_cfg.checkpoint == expected
+
+
+def test_train_still_stops_a_derived_config_that_resets_checkpoint(monkeypatch, tmp_path):
+    train = load_tool('train.py')
+    base = ROOT / 'configs' / 'seg' / 'upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py'
+    derived = tmp_path / 'derived.py'
+    derived.write_text(f"_base_ = {str(base)!r}\ncheckpoint = 'my/dense.pth'\n")
+    with pytest.raises(ValueError, match="derived.py sets `checkpoint = 'my/dense.pth'`"):
+        train.load_config(parse(train, monkeypatch, [str(derived)]))
