@@ -2,6 +2,16 @@
 # Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [GPUS] [train.py args]
 # GPUS (total processes) is the 5th argument when it is a number, else env GPUS (8).
 # Env: GPUS_PER_NODE (min(GPUS, 8)), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON.
+if [ $# -lt 4 ] || [ -z "$4" ]; then
+    echo "usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [GPUS] [train.py args]" >&2
+    echo "WORK_DIR must be given (checkpoints and logs go there)" >&2
+    exit 2
+fi
+if [[ "${5:-}" =~ ^[0-9]+$ && ! "$5" =~ ^[1-9][0-9]*$ ]] || \
+   [[ ! "${5:-}" =~ ^[0-9]+$ && -n "${GPUS:-}" && ! "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "GPUS (total processes) must be a positive integer, got '${5:-$GPUS}'" >&2
+    exit 2
+fi
 set -x
 
 PARTITION=$1

@@ -36,6 +36,9 @@ def parse_args() -> argparse.Namespace:
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.work_dir is not None and not args.work_dir.strip():
+        parser.error('--work-dir is empty: give a folder (an empty one would write to the '
+                     'current directory)')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 

@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     # torch.distributed.launch passes --local-rank, older versions --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.work_dir is not None and not args.work_dir.strip():
+        parser.error('--work-dir is empty: give a folder (an empty one would write to the '
+                     'current directory)')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 

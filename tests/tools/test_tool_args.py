@@ -1,4 +1,5 @@
 """tools/train.py and tools/test.py turn their command line into config changes."""
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,33 @@ def test_train_still_stops_a_derived_config_that_resets_checkpoint(monkeypatch, 
     derived.write_text(f"_base_ = {str(base)!r}\ncheckpoint = 'my/dense.pth'\n")
     with pytest.raises(ValueError, match="derived.py sets `checkpoint = 'my/dense.pth'`"):
         train.load_config(parse(train, monkeypatch, [str(derived)]))
+
+
+@pytest.mark.parametrize('tool_name', ['train', 'test'])
+def test_empty_work_dir_is_refused(monkeypatch, capsys, tool_name):
+    tool = load_tool(f'{tool_name}.py')
+    extra = ['c.pth'] if tool_name == 'test' else []
+    monkeypatch.setattr(sys, 'argv', [f'{tool_name}.py', 'cfg.py', *extra, '--work-dir='])
+    with pytest.raises(SystemExit) as stop:
+        tool.parse_args()
+    assert stop.value.code == 2
+    assert '--work-dir is empty' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args, env, message', [
+    (['part', 'job', 'cfg.py'], {}, 'WORK_DIR must be given'),
+    (['part', 'job', 'cfg.py', ''], {}, 'WORK_DIR must be given'),
+    (['part', 'job', 'cfg.py', 'work', '0'], {}, "must be a positive integer, got '0'"),
+    (['part', 'job', 'cfg.py', 'work'], {'GPUS': 'eight'}, "positive integer, got 'eight'"),
+])
+def test_slurm_train_checks_its_arguments_before_srun(tmp_path, args, env, message):
+    """Checked before srun (a stand-in that records any call here)."""
+    srun = tmp_path / 'srun'
+    srun.write_text(f'#!/bin/sh\ntouch {tmp_path}/srun_called\n')
+    srun.chmod(0o755)
+    environment = {key: value for key, value in os.environ.items() if key != 'GPUS'}
+    environment.update(PATH=f'{tmp_path}:{os.environ["PATH"]}', **env)
+    result = subprocess.run(['bash', str(ROOT / 'tools' / 'slurm_train.sh'), *args],
+                            env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / 'srun_called').exists()
