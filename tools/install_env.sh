@@ -33,13 +33,14 @@ TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 # 2. mmcv 2.1.0 with compiled ops. Its setup.py pins -std=c++17, but torch >= 2.10 headers
 #    need C++20, so the sdist is patched before building. The built wheel is kept in a cache
 #    keyed by the torch version (pip's own cache is keyed by the sdist only), so a torch
-#    change rebuilds it.
+#    change rebuilds it; a wheel there is used only if it is this Python's (its cp tag).
 STAMP="$VENV/.mmcv-built-for-torch"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$TORCH_VERSION" ] || ! "$PY" -c "import mmcv.ops" 2>/dev/null; then
   # wheel 0.48 still provides bdist_wheel for setuptools < 70.1, which mmcv's build needs
   pip_install "setuptools<70" ninja "wheel<0.49"
   WHEELS="${HGKD_CACHE:-$HOME/.cache/hgkd_mm}/mmcv-2.1.0-torch-$TORCH_VERSION"
-  if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+  PYTAG="$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')"  # e.g. cp311
+  if ! ls "$WHEELS"/mmcv-2.1.0-"$PYTAG"-*.whl >/dev/null 2>&1; then
     echo "[install] building mmcv 2.1.0 with ops for torch $TORCH_VERSION (15-20 minutes on 2 cores)"
     BUILD="$(mktemp -d)"
     trap 'rm -rf "$BUILD"' EXIT  # a failed build leaves no sources behind
@@ -53,7 +54,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$TORCH_VERSION" ] || ! "$PY" -c "import m
     rm -rf "$BUILD"
     trap - EXIT
   fi
-  pip_install --force-reinstall --no-deps "$WHEELS"/mmcv-2.1.0-*.whl
+  pip_install --force-reinstall --no-deps "$WHEELS"/mmcv-2.1.0-"$PYTAG"-*.whl
   echo "$TORCH_VERSION" > "$STAMP"
 fi
 
