@@ -41,6 +41,10 @@ def merge_cfg_options(cfg: Config, options: dict) -> Config:
                 'model.backbone.init_cfg.checkpoint=PATH')
         if name in read:
             raise ValueError(f'--cfg-options {key}=...: {_substituted_hint(cfg, key)}')
+        if name == 'data_preprocessor' and 'data_preprocessor' in (cfg.get('model') or {}):
+            raise ValueError(f'--cfg-options {key}=...: the model sets its own '
+                             "data_preprocessor, and the Runner's top-level one only fills a "
+                             f'model without one: set model.{key}')
     # carried to the init_cfgs the variable filled before the other options, which may set
     # an init_cfg's own key as well
     if 'checkpoint' in options and not _replace_pretrained(cfg.get('model'), previous,

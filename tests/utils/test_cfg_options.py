@@ -70,3 +70,18 @@ def test_derived_config_setting_checkpoint_is_stopped(tmp_path):
     init_cfg_only.write_text(f"_base_ = {UPERNET!r}\n"
                              "model = dict(backbone=dict(init_cfg=dict(checkpoint='my.pth')))\n")
     check_checkpoint_variable(Config.fromfile(init_cfg_only))
+
+
+def test_top_level_data_preprocessor_is_refused_when_the_model_has_one(tmp_path):
+    """mmseg configs put data_preprocessor into the model; the Runner's top-level one then
+    changes nothing."""
+    cfg = Config.fromfile(UPERNET)
+    with pytest.raises(ValueError, match=r'data_preprocessor.size=\.\.\.: the model sets its '
+                                         r'own .* set model.data_preprocessor.size'):
+        merge_cfg_options(cfg, {'data_preprocessor.size': (256, 256)})
+    merge_cfg_options(cfg, {'model.data_preprocessor.size': (256, 256)})
+    assert cfg.model.data_preprocessor.size == (256, 256)
+    plain = tmp_path / 'plain.py'  # no model data_preprocessor: the Runner's one is used
+    plain.write_text("model = dict(type='M')\ndata_preprocessor = dict(size=(1, 1))\n")
+    assert merge_cfg_options(Config.fromfile(plain),
+                             {'data_preprocessor.size': (2, 2)}).data_preprocessor.size == (2, 2)
