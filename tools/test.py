@@ -81,10 +81,17 @@ def enable_visualization(cfg: Config, show: bool, show_dir: str | None,
         hook.update(draw=True, test_out_dir=show_dir)
 
 
+def check_out(out: str | None, scope: str | None) -> None:
+    """``--out`` before anything is built: a .pkl file, or a folder for mmseg configs."""
+    if out and scope != 'mmseg' and not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out must be a .pkl file for this config, got {out}')
+    if out and scope == 'mmseg' and osp.isfile(out):
+        raise ValueError(f'--out {out} is a file: mmseg configs write one image per '
+                         'prediction into a folder')
+
+
 def add_dump_metric(runner: Runner, scope: str | None, out: str) -> None:
     """Append a metric that pickles every prediction to ``out``."""
-    if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl file, got {out}')
     if scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults as DumpResults
     else:
@@ -96,6 +103,7 @@ def main() -> None:
     args = parse_args()
     allow_mmengine_checkpoint_globals()
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_out(args.out, cfg.get('default_scope'))
     check_data_paths(cfg, ('test_dataloader',))
     setup_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -163,3 +163,25 @@ def test_slurm_train_checks_its_arguments_before_srun(tmp_path, args, env, messa
                             env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / 'srun_called').exists()
+
+
+@pytest.mark.parametrize('out, scope, message', [
+    ('preds.json', 'mmpretrain', '--out must be a .pkl file for this config, got preds.json'),
+    ('preds.txt', 'mmdet', '--out must be a .pkl file'),
+    (None, 'mmdet', None), ('preds.pkl', 'mmdet', None), ('seg_out', 'mmseg', None),
+])
+def test_out_is_checked_before_anything_is_built(out, scope, message):
+    test = load_tool('test.py')
+    if message is None:
+        test.check_out(out, scope)
+    else:
+        with pytest.raises(ValueError, match=message):
+            test.check_out(out, scope)
+
+
+def test_mmseg_out_must_not_be_a_file(tmp_path):
+    test = load_tool('test.py')
+    existing = tmp_path / 'preds.pkl'
+    existing.write_bytes(b'')
+    with pytest.raises(ValueError, match='is a file: mmseg configs write one image'):
+        test.check_out(str(existing), 'mmseg')
