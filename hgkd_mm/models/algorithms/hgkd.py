@@ -1,4 +1,5 @@
 """H-GKD: a frozen MIM ViT teacher distilled into a sparse CNN student."""
+import inspect
 import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -16,6 +17,8 @@ from ..backbones import HGKDSparseResNet
 
 # torch.compile modes that capture the compiled functions in CUDA graphs (on CUDA inputs)
 CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')
+# the keyword arguments of torch.compile (model.compile as a dict)
+COMPILE_ARGS = set(inspect.signature(torch.compile).parameters) - {'model'}
 
 
 @MODELS.register_module()
@@ -36,11 +39,13 @@ class HGKD(BaseSelfSupervisor):
         channels_last (bool): run the student in channels-last memory format (its inputs
             and its convolution weights).
         compile (bool | str | dict): ``torch.compile`` the student's part of the step
-            (encoder, decoder, head and loss; the teacher stays eager). ``'auto'``
+            (encoder, decoder, head and loss; the teacher too with ``compile_teacher``).
+            ``'auto'``
             (default): on when the inputs are on a CUDA device; ``True`` / ``False``:
-            always / never; a dict: ``torch.compile`` keyword arguments, on everywhere.
-            If compiling or running the compiled forward fails in the first step, a
-            warning is logged and training goes on eager. The backward is compiled at the
+            always / never; a dict: ``torch.compile`` keyword arguments, on everywhere
+            (unknown keys are refused). If compiling or running the compiled forward
+            fails in the first step, a warning is logged and training goes on eager (with
+            ``compile_teacher``: the student alone is compiled first). The backward is compiled at the
             first ``backward()``, outside the model, and a batch of another size (a last
             partial batch) recompiles: errors there stop the run with torch's message;
             ``compile=False`` avoids them.
@@ -99,6 +104,10 @@ class HGKD(BaseSelfSupervisor):
         if not (isinstance(compile, (bool, dict)) or compile == 'auto'):
             raise ValueError(f"compile must be True, False, 'auto' or a dict of torch.compile "
                              f'arguments, got {compile!r}')
+        unknown = sorted(set(compile) - COMPILE_ARGS) if isinstance(compile, dict) else []
+        if unknown:
+            raise ValueError(f'compile: {unknown} are not torch.compile arguments (it takes '
+                             f'{sorted(COMPILE_ARGS)})')
         if not isinstance(compile_teacher, bool):
             raise ValueError(f'compile_teacher must be True or False, got {compile_teacher!r}')
         check_cuda_graphs(cuda_graphs, compile)
@@ -200,23 +209,30 @@ class HGKD(BaseSelfSupervisor):
         return self.student_loss(inputs, mask, self.teacher(inputs, mask))
 
     def _first_step(self, inputs: Tensor, mask: Tensor) -> Dict[str, Tensor]:
-        """Pick compiled or eager (``compile``, ``compile_teacher``) and run the step; if
-        compiling fails, it goes on eager."""
+        """Pick compiled or eager (``compile``, ``compile_teacher``) and run the step: if
+        compiling teacher and student together fails, the student alone; if that fails,
+        eager."""
         wanted = self.compile_cfg if self.compile_cfg != 'auto' else inputs.is_cuda
         options = dict(wanted) if isinstance(wanted, dict) else {}
         if wanted is not False and self._use_cuda_graphs(inputs.is_cuda):
             options['mode'] = 'reduce-overhead'
         # bound methods, not the module: a module attribute would be a second submodule
-        self._teacher_inside = wanted is not False and self.compile_teacher
-        if self._teacher_inside:
-            function, args, name = self.distill_loss, (inputs, mask), 'student and teacher'
+        compiled = None
+        if wanted is not False and self.compile_teacher:
+            compiled = _try_compile(self.distill_loss, options, 'student and teacher',
+                                    'compiling the student alone (model.compile_teacher=False '
+                                    'skips this)', inputs, mask)
+            self._teacher_inside = compiled is not None
+        if compiled is None:
+            tokens = self.teacher(inputs, mask)
+            if wanted is not False:
+                compiled = _try_compile(self.student_loss, options, 'student',
+                                        'training eager instead (model.compile=False skips '
+                                        'this)', inputs, mask, tokens)
+        if compiled is None:
+            self._student_step, losses = self.student_loss, self.student_loss(inputs, mask, tokens)
         else:
-            function, args = self.student_loss, (inputs, mask, self.teacher(inputs, mask))
-            name = 'student'
-        switch = 'model.compile_teacher=False' if self._teacher_inside else 'model.compile=False'
-        self._student_step, losses = _compiled_or_eager(function, wanted is not False, options,
-                                                        name, switch, *args)
-        if self._student_step != function:
+            self._student_step, losses = compiled
             self.student_compiled_with = options
             if cuda_graphed(options, inputs.is_cuda):  # arms the gradient check
                 self._graphed_params = [p for p in self.parameters() if p.requires_grad]
@@ -242,10 +258,11 @@ class HGKD(BaseSelfSupervisor):
 
 
 def cuda_graphed(options: dict, on_cuda: bool) -> bool:
-    """Whether ``torch.compile(**options)`` replays CUDA graphs: inductor's graph modes on
-    CUDA inputs (other backends ignore the mode)."""
-    return (on_cuda and options.get('mode') in CUDA_GRAPH_MODES
-            and options.get('backend', 'inductor') == 'inductor')
+    """Whether ``torch.compile(**options)`` replays CUDA graphs: inductor's graph modes, or
+    its ``triton.cudagraphs`` option, on CUDA inputs (other backends ignore both)."""
+    graphs = (options.get('mode') in CUDA_GRAPH_MODES
+              or bool((options.get('options') or {}).get('triton.cudagraphs')))
+    return on_cuda and graphs and options.get('backend', 'inductor') == 'inductor'
 
 
 def check_cuda_graphs(cuda_graphs, compile) -> None:
@@ -277,20 +294,18 @@ def student_widths(backbone: dict) -> Tuple[int, ...]:
     return tuple(base * 2**i * expansion for i in backbone.get('out_indices', (0, 1, 2, 3)))
 
 
-def _compiled_or_eager(function: Callable, compile: bool, options: dict, name: str,
-                       switch: str, *args):
-    """``(torch.compile(function) or function, its result on args)``: eager, with a
-    warning, if compiling or running the compiled function fails."""
-    if compile:
-        try:
-            compiled = torch.compile(function, **options)
-            return compiled, compiled(*args)
-        except Exception as error:  # noqa: BLE001  any compiler failure: go on eager
-            print_log(f'torch.compile of the H-GKD {name} failed, training eager instead '
-                      f'(set {switch} to skip it): {type(error).__name__}: '
-                      f'{str(error).splitlines()[0] if str(error) else ""}',
-                      logger='current', level=logging.WARNING)
-    return function, function(*args)
+def _try_compile(function: Callable, options: dict, name: str, otherwise: str, *args):
+    """``(torch.compile(function, **options), its result on args)``, or None with a warning
+    saying what happens ``otherwise`` if compiling or running the compiled function fails."""
+    try:
+        compiled = torch.compile(function, **options)
+        return compiled, compiled(*args)
+    except Exception as error:  # noqa: BLE001  any compiler failure: the caller goes on
+        print_log(f'torch.compile of the H-GKD {name} failed, {otherwise}: '
+                  f'{type(error).__name__}: '
+                  f'{str(error).splitlines()[0] if str(error) else ""}',
+                  logger='current', level=logging.WARNING)
+        return None
 
 
 def _drop_own_keys(module, state_dict, prefix, local_metadata):

@@ -88,12 +88,43 @@ def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
     monkeypatch.setattr(hgkd_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append(msg))
     loss, _ = step(model, inputs)
-    assert len(logged) == 2 and 'of the H-GKD student and teacher failed' in logged[0]
-    assert 'set model.compile_teacher=False' in logged[0]
-    assert logged[1] == 'H-GKD student step: eager'
-    assert model._student_step == model.distill_loss  # both eager, the teacher inside
+    assert len(logged) == 3
+    assert 'of the H-GKD student and teacher failed, compiling the student alone' in logged[0]
+    assert 'model.compile_teacher=False' in logged[0]
+    assert 'of the H-GKD student failed, training eager instead' in logged[1]
+    assert logged[2] == 'H-GKD student step: eager'
+    assert model._student_step == model.student_loss and not model._teacher_inside
     assert torch.allclose(loss, eager_loss)
     assert torch.allclose(step(model, inputs)[0], eager_loss)  # and the steps after
+
+
+def test_student_alone_is_compiled_when_the_pair_fails(monkeypatch):
+    """A teacher that does not compile (e.g. input_mode='masked' with fullgraph) leaves
+    the student compiled, the teacher eager."""
+    calls = []
+
+    def fake_compile(function, **options):
+        calls.append(function.__name__)
+        if function.__name__ == 'distill_loss':
+            raise RuntimeError('the teacher does not compile')
+        return lambda *args: function(*args)
+
+    monkeypatch.setattr(hgkd_module.torch, 'compile', fake_compile)
+    inputs = torch.randn(2, 3, 64, 64)
+    eager_loss, _ = step(build(compile=False), inputs)
+    model = build(compile=dict(fullgraph=True), compile_teacher=True)
+    loss, _ = step(model, inputs)
+    assert calls == ['distill_loss', 'student_loss']
+    assert not model._teacher_inside and model.student_compiled_with == dict(fullgraph=True)
+    assert model._student_step != model.student_loss  # the compiled student
+    assert torch.allclose(loss, eager_loss)
+    assert torch.allclose(step(model, inputs)[0], eager_loss)
+
+
+@pytest.mark.parametrize('compile', [dict(mdoe='reduce-overhead'), dict(backend='eager', x=1)])
+def test_unknown_compile_arguments_are_refused(compile):
+    with pytest.raises(ValueError, match='are not torch.compile arguments'):
+        build(compile=compile)
 
 
 @pytest.mark.parametrize('value', ['yes', 1.0, None])
@@ -119,9 +150,16 @@ def test_bad_cuda_graphs(kwargs, message):
         build(**kwargs)
 
 
-def test_compile_teacher_with_a_cuda_graph_mode_is_accepted():
-    """The teacher is compiled inside the student's function: one CUDA-graphed function."""
-    assert build(compile=dict(mode='reduce-overhead'), compile_teacher=True).compile_teacher
+def test_compile_teacher_with_a_cuda_graph_mode_is_one_compiled_function(monkeypatch):
+    """The teacher is compiled inside the student's function: one call of torch.compile,
+    so under CUDA graphs one graphed function (two in a row fail, pytorch#160281)."""
+    calls = []
+    monkeypatch.setattr(hgkd_module.torch, 'compile', lambda function, **options: calls.append(
+        (function.__name__, options)) or (lambda *args: function(*args)))
+    model = build(compile=dict(mode='reduce-overhead'), compile_teacher=True)
+    step(model, torch.randn(2, 3, 64, 64))
+    assert calls == [('distill_loss', dict(mode='reduce-overhead'))]
+    assert model._teacher_inside
 
 
 def test_cuda_graphs_auto_in_one_process_only(monkeypatch):
@@ -177,6 +215,9 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
     (dict(mode='reduce-overhead', backend='aot_eager'), True, False),  # the mode is ignored
     (dict(mode='max-autotune-no-cudagraphs'), True, False),
     ({}, True, False),
+    (dict(options={'triton.cudagraphs': True}), True, True),
+    (dict(options={'triton.cudagraphs': True}), False, False),
+    (dict(options={'max_autotune': True}), True, False),
 ])
 def test_cuda_graphed(options, on_cuda, expected):
     assert hgkd_module.cuda_graphed(options, on_cuda) is expected
