@@ -55,6 +55,8 @@ class HGKDDistillHead(BaseModule):
                                      ('loss', loss, LOSSES), ('loss_on', loss_on, LOSS_ON)):
             if value not in allowed:
                 raise ValueError(f'head.{name} must be one of {allowed}, got {value!r}')
+        if not visible_weight >= 0:
+            raise ValueError(f'head.visible_weight must be >= 0, got {visible_weight!r}')
         self.target_dims = target_dims
         self.target_norm = target_norm
         self.loss_type = loss
@@ -64,6 +66,18 @@ class HGKDDistillHead(BaseModule):
         self.sim = None
         if sim is not None:
             self.sim = dict(dict(queue_size=4096, temperature=0.07, weight=1.0), **sim)
+            unknown = sorted(set(self.sim) - {'queue_size', 'temperature', 'weight'})
+            if unknown:
+                raise ValueError(f'head.sim: unknown {unknown} (it takes queue_size, '
+                                 'temperature, weight)')
+            size, temperature, weight = (self.sim[k] for k in ('queue_size', 'temperature',
+                                                               'weight'))
+            if not (isinstance(size, int) and size >= 1):
+                raise ValueError(f'head.sim.queue_size must be an int >= 1, got {size!r}')
+            if not temperature > 0:
+                raise ValueError(f'head.sim.temperature must be > 0, got {temperature!r}')
+            if not weight >= 0:
+                raise ValueError(f'head.sim.weight must be >= 0, got {weight!r}')
             queue = F.normalize(torch.randn(self.sim['queue_size'], target_dims), dim=1)
             self.register_buffer('queue', queue)
             self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
@@ -116,6 +130,7 @@ class HGKDDistillHead(BaseModule):
     @torch.no_grad()
     def _enqueue(self, embeddings: Tensor) -> None:
         size = self.queue.shape[0]
+        embeddings = embeddings[-size:]  # a batch larger than the queue: its newest rows
         index = (self.queue_ptr + torch.arange(embeddings.shape[0], device=embeddings.device)) % size
         self.queue[index] = embeddings.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + embeddings.shape[0]) % size)

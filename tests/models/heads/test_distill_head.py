@@ -163,3 +163,24 @@ def test_wrong_target_width_is_explained():
     head = HGKDDistillHead(in_channels=D, target_dims=D + 1)
     with pytest.raises(ValueError, match='head.target_dims must equal the teacher width'):
         head.loss(pred, [tokens], mask)
+
+
+@pytest.mark.parametrize('option, message', [
+    (dict(visible_weight=-0.1), 'head.visible_weight must be >= 0'),
+    (dict(sim=dict(temprature=0.2)), r"head.sim: unknown \['temprature'\]"),
+    (dict(sim=dict(queue_size=0)), 'head.sim.queue_size must be an int >= 1'),
+    (dict(sim=dict(queue_size=8.0)), 'head.sim.queue_size must be an int >= 1'),
+    (dict(sim=dict(temperature=0)), 'head.sim.temperature must be > 0'),
+    (dict(sim=dict(weight=-1)), 'head.sim.weight must be >= 0'),
+])
+def test_bad_values_name_the_option(option, message):
+    with pytest.raises(ValueError, match=message):
+        HGKDDistillHead(in_channels=D, target_dims=D, **option)
+
+
+def test_a_batch_larger_than_the_queue_keeps_its_newest_rows():
+    head = HGKDDistillHead(in_channels=D, target_dims=D, sim=dict(queue_size=3))
+    embeddings = torch.arange(5 * D, dtype=torch.float32).view(5, D)
+    head._enqueue(embeddings)
+    assert torch.equal(head.queue, embeddings[2:])  # no index written twice
+    assert int(head.queue_ptr) == 0  # the next row replaces the oldest, row 2
