@@ -220,3 +220,15 @@ def test_finetune_runs(colour_folder, resnet18_checkpoint):
                             img_size=32, epochs=1, batch_size=16, seeds=(0, ))
     assert result['mode'] == 'finetune' and 0 <= result['top1_mean'] <= 100
     assert result['runs'][0]['epochs'] == 1
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['random', '--data', '/no/such/folder'], '--data: no folder /no/such/folder'),
+    (['/no/such.pth', '--data', '.'], 'checkpoint: no file /no/such.pth'),
+    (['random', '--data', '.', '--test-dir', '/no/test'], '--test-dir: no folder /no/test'),
+])
+def test_missing_paths_are_named_before_anything_runs(argv, message, capsys):
+    from tool_module import load_tool
+    with pytest.raises(SystemExit) as stop:
+        load_tool('analysis_tools/probe.py').parse_args(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err

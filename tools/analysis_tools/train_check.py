@@ -35,7 +35,7 @@ LOSS = re.compile(r'Epoch\(train\).*?\sloss: ([0-9.naninf]+)')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     parser.add_argument('config', nargs='?', default='configs/pretrain/hgkd_r50.py')
     parser.add_argument('--images', type=positive_int, default=96)
     parser.add_argument('--batch-size', type=positive_int, default=32)
