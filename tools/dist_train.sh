@@ -16,7 +16,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python
-    [ -x "$ROOT/.venv/bin/python" ] && PYTHON="$ROOT/.venv/bin/python"
+    [ -x "${HGKD_VENV:-$ROOT/.venv}/bin/python" ] && PYTHON="${HGKD_VENV:-$ROOT/.venv}/bin/python"
 fi
 
 PYTHONPATH="$ROOT":$PYTHONPATH \

@@ -31,7 +31,7 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python
-    [ -x "$ROOT/.venv/bin/python" ] && PYTHON="$ROOT/.venv/bin/python"
+    [ -x "${HGKD_VENV:-$ROOT/.venv}/bin/python" ] && PYTHON="${HGKD_VENV:-$ROOT/.venv}/bin/python"
 fi
 
 PYTHONPATH="$ROOT":$PYTHONPATH \
