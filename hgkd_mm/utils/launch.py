@@ -25,6 +25,8 @@ LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 # torch.nn.SyncBatchNorm and mmcv.ops.SyncBatchNorm: CUDA only. Matched by exact
 # name, so norms that all-reduce by themselves on gloo (MaskedSyncBatchNorm2d) stay.
 CUDA_SYNC_BN_TYPES = ('SyncBN', 'SyncBatchNorm', 'MMSyncBN')
+# modules whose norm_cfg 'SyncBN' means their own gloo-safe masked SyncBN
+GLOO_SYNC_NORM_OWNERS = ('HGKDSparseResNet', )
 
 
 def setup_launcher(cfg: Config, launcher: str) -> None:
@@ -146,6 +148,8 @@ def _replace_in(node: Any, key: str, replaced: list[str]) -> None:
             for mmcv_only in ('group', 'stats_mode', 'process_group'):
                 node.pop(mmcv_only, None)
         for child_key, child in node.items():
+            if name in GLOO_SYNC_NORM_OWNERS and child_key == 'norm_cfg':
+                continue  # turned into MaskedSyncBatchNorm2d, which all-reduces on gloo
             _replace_in(child, f'{key}.{child_key}', replaced)
     elif isinstance(node, (list, tuple)):
         for i, child in enumerate(node):
