@@ -40,20 +40,19 @@ class HGKD(BaseSelfSupervisor):
             and its convolution weights).
         compile (bool | str | dict): ``torch.compile`` the student's part of the step
             (encoder, decoder, head and loss; the teacher too with ``compile_teacher``).
-            ``'auto'``
-            (default): on when the inputs are on a CUDA device; ``True`` / ``False``:
-            always / never; a dict: ``torch.compile`` keyword arguments, on everywhere
-            (unknown keys are refused). If compiling or running the compiled forward
-            fails in the first step, a warning is logged and training goes on eager (with
-            ``compile_teacher``: the student alone is compiled first). The backward is compiled at the
-            first ``backward()``, outside the model, and a batch of another size (a last
-            partial batch) recompiles: errors there stop the run with torch's message;
-            ``compile=False`` avoids them.
+            ``'auto'`` (default): on when the inputs are on a CUDA device; ``True`` /
+            ``False``: always / never; a dict: ``torch.compile`` keyword arguments, on
+            everywhere (unknown keys are refused). If compiling or running the compiled
+            forward fails in the first step, a warning is logged and training goes on
+            eager (with ``compile_teacher``, the student alone is tried before). The
+            backward is compiled at the first ``backward()``, outside the model, and a
+            batch of another size (a last partial batch) recompiles: errors there stop
+            the run with torch's message; ``compile=False`` avoids them.
         compile_teacher (bool): compile the teacher's forward too, in the same function
             as the student's part of the step (so under CUDA graphs one graph holds both;
             two CUDA-graphed functions in a row fail, pytorch#160281), whenever the
-            student is compiled. If that fails in the first step, both go on eager.
-            Default False.
+            student is compiled. If that fails in the first step, the student alone is
+            compiled, the teacher eager. Default False.
         cuda_graphs (bool | str): compile the student with ``mode='reduce-overhead'``,
             which replays its kernels from CUDA graphs instead of launching each from the
             host (on CUDA inputs only). ``'auto'``: in a single process only (DDP with
