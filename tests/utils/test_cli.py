@@ -47,7 +47,7 @@ BAD_ARGS = {
     'benchmark_pretrain': (['cfg.py'], [
         ('--batch-size', '0'), ('--iters', '0'), ('--warmup', '-1'), ('--threads', '0'),
         ('--img-size', '100'), ('--spark-depth', '7'), ('--out', '/')]),
-    'probe': (['random', '--data', 'x'], [
+    'probe': (['random', '--data', '.'], [
         ('--batch-size', '0'), ('--epochs', '0'), ('--split', '1.5'), ('--img-size', '-8'),
         ('--lr', '0'), ('--device', 'tpu'), ('--out', '/')]),
     'compare_pretraining': ([], [

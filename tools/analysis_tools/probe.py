@@ -524,11 +524,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda when available)')
     parser.add_argument('--out', type=json_path, help='write the results as JSON here')
     args = parser.parse_args(argv)
-    for option, folder in (('--data', args.data), ('--test-dir', args.test_dir)):
-        if folder is not None and not osp.isdir(folder):
-            parser.error(f'{option}: no folder {folder}')
-    if args.checkpoint != 'random' and not osp.isfile(args.checkpoint):
-        parser.error(f'checkpoint: no file {args.checkpoint} (or give random)')
     if args.lr <= 0:
         parser.error(f'--lr must be positive, got {args.lr}')
     if args.device is not None:
@@ -540,6 +535,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f'--device must be cpu, cuda or cuda:N, got {args.device!r}')
         if device.type == 'cuda' and not torch.cuda.is_available():
             parser.error(f'--device {args.device}: this torch sees no CUDA device')
+    for option, folder in (('--data', args.data), ('--test-dir', args.test_dir)):
+        if folder is not None and not osp.isdir(folder):
+            parser.error(f'{option}: no folder {folder}')
+    if args.checkpoint != 'random' and not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint: no file {args.checkpoint} (or give random)')
     return args
 
 
