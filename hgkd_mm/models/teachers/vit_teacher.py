@@ -59,9 +59,10 @@ class PatchProjection(nn.Conv2d):
         if (type(conv) is not nn.Conv2d or conv.kernel_size != conv.stride
                 or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1):
             return conv
-        patch = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                    bias=conv.bias is not None, device=conv.weight.device,
-                    dtype=conv.weight.dtype)
+        # not initialised (that would draw from the RNG, and shift every later init)
+        patch = torch.nn.utils.skip_init(
+            cls, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+            bias=conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
         patch.load_state_dict(conv.state_dict())
         return patch
 

@@ -409,3 +409,16 @@ def test_teacher_embeds_patches_by_matrix_product(files, images, monkeypatch):
                         lambda self, x: calls.append(x.shape) or real(self, x))
     torch.testing.assert_close(teacher(images)[0], expected, **TOL)
     assert calls == [images.shape]
+
+
+def test_building_the_teacher_draws_what_mmpretrain_draws():
+    """The patch projection swap draws nothing from the RNG: the inits after the teacher
+    (the student's) are those of a plain mmpretrain VisionTransformer build."""
+    from mmpretrain.models.backbones import VisionTransformer
+    torch.manual_seed(0)
+    _teacher()
+    after_teacher = torch.rand(4)
+    torch.manual_seed(0)
+    VisionTransformer(ARCH, img_size=IMG, patch_size=PATCH, out_type='featmap',
+                      final_norm=True, with_cls_token=True)
+    assert torch.equal(after_teacher, torch.rand(4))
