@@ -7,9 +7,9 @@ if [ $# -lt 4 ] || [ -z "$4" ]; then
     echo "WORK_DIR must be given (checkpoints and logs go there)" >&2
     exit 2
 fi
-if [[ "${5:-}" =~ ^[0-9]+$ && ! "$5" =~ ^[1-9][0-9]*$ ]] || \
-   [[ ! "${5:-}" =~ ^[0-9]+$ && -n "${GPUS:-}" && ! "$GPUS" =~ ^[1-9][0-9]*$ ]]; then
-    echo "GPUS (total processes) must be a positive integer, got '${5:-$GPUS}'" >&2
+if [[ "${5:-}" =~ ^[0-9]+$ ]]; then GIVEN=$5; else GIVEN=${GPUS:-8}; fi
+if [[ ! "$GIVEN" =~ ^[1-9][0-9]*$ ]]; then
+    echo "GPUS (total processes) must be a positive integer, got '$GIVEN'" >&2
     exit 2
 fi
 set -x

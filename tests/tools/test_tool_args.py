@@ -151,6 +151,7 @@ def test_empty_work_dir_is_refused(monkeypatch, capsys, tool_name):
     (['part', 'job', 'cfg.py', ''], {}, 'WORK_DIR must be given'),
     (['part', 'job', 'cfg.py', 'work', '0'], {}, "must be a positive integer, got '0'"),
     (['part', 'job', 'cfg.py', 'work'], {'GPUS': 'eight'}, "positive integer, got 'eight'"),
+    (['part', 'job', 'cfg.py', 'work', '--resume'], {'GPUS': '0'}, "integer, got '0'"),
 ])
 def test_slurm_train_checks_its_arguments_before_srun(tmp_path, args, env, message):
     """Checked before srun (a stand-in that records any call here)."""
