@@ -12,6 +12,7 @@ from mmpretrain.registry import MODELS
 TARGET_NORMS = ('layernorm', 'none', 'batchnorm')
 LOSSES = ('mse', 'smooth_l1', 'cosine')
 LOSS_ON = ('masked', 'all', 'weighted')
+SIM_DEFAULTS = dict(queue_size=4096, temperature=0.07, weight=1.0)  # head.sim's keys
 
 
 def pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -65,13 +66,12 @@ class HGKDDistillHead(BaseModule):
         self.proj = nn.Conv2d(in_channels, target_dims, kernel_size=1)
         self.sim = None
         if sim is not None:
-            self.sim = dict(dict(queue_size=4096, temperature=0.07, weight=1.0), **sim)
-            unknown = sorted(set(self.sim) - {'queue_size', 'temperature', 'weight'})
+            self.sim = dict(SIM_DEFAULTS, **sim)
+            unknown = sorted(set(self.sim) - set(SIM_DEFAULTS))
             if unknown:
-                raise ValueError(f'head.sim: unknown {unknown} (it takes queue_size, '
-                                 'temperature, weight)')
-            size, temperature, weight = (self.sim[k] for k in ('queue_size', 'temperature',
-                                                               'weight'))
+                raise ValueError(f'head.sim: unknown {unknown} (it takes '
+                                 f"{', '.join(SIM_DEFAULTS)})")
+            size, temperature, weight = (self.sim[k] for k in SIM_DEFAULTS)
             if not (isinstance(size, int) and size >= 1):
                 raise ValueError(f'head.sim.queue_size must be an int >= 1, got {size!r}')
             if not temperature > 0:

@@ -4,13 +4,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.necks import MAEPretrainDecoder
 from mmpretrain.models.utils import resize_pos_embed, to_2tuple
 from mmpretrain.registry import MODELS
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import load_state_dict_strict, load_teacher_checkpoint
