@@ -107,8 +107,10 @@ class HGKD(BaseSelfSupervisor):
         if unknown:
             raise ValueError(f'compile: {unknown} are not torch.compile arguments (it takes '
                              f'{sorted(COMPILE_ARGS)})')
-        if not isinstance(compile_teacher, bool):
-            raise ValueError(f'compile_teacher must be True or False, got {compile_teacher!r}')
+        for name, value in (('compile_teacher', compile_teacher),
+                            ('channels_last', channels_last)):
+            if not isinstance(value, bool):
+                raise ValueError(f'{name} must be True or False, got {value!r}')
         check_cuda_graphs(cuda_graphs, compile)
         self.mask_ratio = mask_ratio
         self.channels_last = channels_last

@@ -138,6 +138,11 @@ def test_bad_compile_teacher_value():
         build(compile_teacher='yes')
 
 
+def test_bad_channels_last_value():
+    with pytest.raises(ValueError, match="channels_last must be True or False, got 'yes'"):
+        build(channels_last='yes')
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(cuda_graphs='yes'), "cuda_graphs must be True, False or 'auto'"),
     (dict(cuda_graphs=True, compile=False), 'cuda_graphs=True needs the compiled student'),
