@@ -104,8 +104,8 @@ def test_bad_input_names_the_file(tool, tmp_path):
         tool.main([str(bad)])
 
 
-def test_session12_rows_match_the_documented_h100_results(tool):
-    folder = os.path.join(ROOT, 'docs', 'bench', 'h100-session12')
+def test_h100_packed_rows_match_the_documented_results(tool):
+    folder = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27-728aaed')
     rows = {cells(line)[0]: cells(line) for line in tool.main([folder]).splitlines()[2:]
             if line.startswith('|')}  # then the breakdown lines
     assert set(rows) == {'compiled', 'eager', 'masked_compiled', 'masked_eager',
@@ -127,9 +127,9 @@ def test_reserved_ratio_joins_the_memory_cell(tool):
     assert cells(tool.row('graphs', result))[-1] == '0.30 (reserved 0.80)'
 
 
-def test_session13_rows_match_the_documented_h100_results(tool):
+def test_h100_default_step_rows_match_the_documented_results(tool):
     """The goal rows of docs/benchmarks.md are the tool's reading of the stored JSON."""
-    folder = os.path.join(ROOT, 'docs', 'bench', 'h100-session13')
+    folder = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27-1a79273')
     rows = {cells(line)[0]: cells(line) for line in tool.main([folder]).splitlines()[2:]
             if line.startswith('|')}
     assert set(rows) == {'compiled', 'compiled_combo'}
