@@ -7,7 +7,7 @@ student step of an H-GKD config, next to a torchvision ResNet of the same depth.
 The step is the student's forward and backward on given teacher tokens, under bf16
 autocast (``--no-amp``: float32), on the CPU, with the config's student backend
 (``--backend`` another) and the masked norms in torch ops (Triton
-kernel launches are not ATen ops; ``tests/models/sparse/triton_norm_check.py`` counts
+kernel launches are not ATen ops; ``dev/triton_norm_check.py`` counts
 those). The reference step is a torchvision ResNet's forward and backward on the same
 images. Views are not counted. Per-channel ops are those whose largest tensor has at most
 4,096 values. Bytes are those read and written by the ops other than convolutions and

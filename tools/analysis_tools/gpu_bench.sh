@@ -136,7 +136,7 @@ for name in $RUNS; do
   start_run "$name" || continue
   case $name in
     triton_check)  # the Triton masked norm against the torch one, on this GPU
-      check triton_check tests/models/sparse/triton_norm_check.py cuda ;;
+      check triton_check dev/triton_norm_check.py cuda ;;
     train_check)  # the default step in tools/train.py: trains, resumes, refuses accumulation
       check train_check tools/analysis_tools/train_check.py --epochs 1 \
         --out "$OUT/train_check_report.json" ;;

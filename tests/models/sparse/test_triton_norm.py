@@ -16,7 +16,7 @@ from hgkd_mm.models.sparse import triton_norm
 
 @pytest.mark.skipif(not triton_norm.triton_available(), reason='triton is not installed')
 def test_triton_kernels_equal_torch_norm_in_interpreter():
-    script = Path(__file__).with_name('triton_norm_check.py')
+    script = Path(__file__).resolve().parents[3] / 'dev' / 'triton_norm_check.py'
     env = dict(os.environ, TRITON_INTERPRET='1')
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                             text=True, timeout=600)

@@ -1,7 +1,7 @@
 """The Triton masked norm against the torch one; exits non-zero with the first mismatch.
 
-    TRITON_INTERPRET=1 python tests/models/sparse/triton_norm_check.py   # CPU (the test)
-    python tests/models/sparse/triton_norm_check.py cuda                 # on a GPU
+    TRITON_INTERPRET=1 python dev/triton_norm_check.py   # CPU (what the test runs)
+    python dev/triton_norm_check.py cuda                 # on a GPU
 """
 import sys
 
