@@ -1,4 +1,4 @@
-# H-GKD, paper-scale recipe (docs: ../../../shared/docs/method.md, "Paper-scale recipe"):
+# H-GKD, paper-scale recipe (docs/method.md, "Paper-scale recipe"):
 # MAE ViT-B/16 (mmpretrain zoo, 1600 e) teaches a sparse ResNet-50 on ImageNet-1K,
 # 224 px, mask ratio 0.6, LAMB, 800 epochs, batch 4096 (8 GPUs x 512), AMP, SyncBN.
 _base_ = [
@@ -41,7 +41,7 @@ model = dict(
     # ... replayed from CUDA graphs in a single process; refuses gradient accumulation
     cuda_graphs='auto',
     # student activations and weights channels-last (cuDNN's bf16 convolutions work in NHWC)
-    # H100, batch 128, bf16, session 13 (docs/benchmarks.md): these three together 3,174
+    # H100, batch 128, bf16, 2026-11-27 (docs/benchmarks.md): these three together 3,174
     # img/s, 5.50x mmpretrain's SparK + teacher; CUDA graphs alone 2,774 img/s (4.81x)
     channels_last=True,
     backbone=dict(

@@ -1,4 +1,4 @@
-"""Session fixtures: H-GKD checkpoints (a short tools/train.py run, an in-process one)
+"""Fixtures built once per test run: H-GKD checkpoints (a short tools/train.py run, an in-process one)
 and their dense conversions, shared by the downstream tests."""
 import pytest
 
