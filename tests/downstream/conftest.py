@@ -1,5 +1,5 @@
-"""Fixtures built once per test run: H-GKD checkpoints (a short tools/train.py run, an in-process one)
-and their dense conversions, shared by the downstream tests."""
+"""Fixtures built once per test run: H-GKD checkpoints (a short tools/train.py run, an
+in-process one) and their dense conversions, shared by the downstream tests."""
 import pytest
 
 from downstream_setup import convert, short_hgkd_run, train_and_save_hgkd
