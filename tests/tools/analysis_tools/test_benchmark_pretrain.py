@@ -11,7 +11,7 @@ import pytest
 import torch
 from tool_module import load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 TINY_CONFIG = """
 custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
 METHODS = ['H-GKD ResNet-18', 'SparK ResNet-18', 'random ResNet-18', 'MAE ViT teacher']
 

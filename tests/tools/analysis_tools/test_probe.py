@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from mmpretrain.models.backbones import ResNet, VisionTransformer
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / 'tools' / 'analysis_tools'))
 import probe  # noqa: E402
 
