@@ -1,104 +1,17 @@
-"""Shared helpers for the downstream tests: H-GKD checkpoints, tool runs, test configs."""
+"""What the downstream tests share: short detection and segmentation configs, metric checks."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
-from typing import Sequence
 
-import torch
+from helpers import DATA, DATA_ABS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-# Relative to the repository root, where the tools run (CI keeps shared/ beside the repo).
-DATA = '../shared/data'
-DATA_ABS = (ROOT / DATA).resolve()
-CONVERTER = ROOT / 'tools/model_converters/hgkd_to_dense.py'
 DET_CONFIG = ROOT / 'configs/det/mask-rcnn_r50-hgkd-pre_fpn_syncbn_1x_coco.py'
 SEG_CONFIG = ROOT / 'configs/seg/upernet_r50-hgkd-pre_4xb4-160k_ade20k-512x512.py'
-STAGE_WIDTHS = {18: (64, 128, 256, 512), 50: (256, 512, 1024, 2048)}
 # mmengine's messages when a state dict loads with missing/unexpected keys or bad shapes
 LOAD_MISMATCH = ('The model and loaded state dict do not match exactly',
                  'missing keys in source state_dict', 'size mismatch')
-TINY_TEACHER = dict(type='FrozenViTTeacher',
-                    arch=dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128),
-                    img_size=64, patch_size=16)
-PREPROCESSOR = dict(type='SelfSupDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                    std=[58.395, 57.12, 57.375], to_rgb=True)
-
-
-def hgkd_model_cfg(depth: int) -> dict:
-    """A small H-GKD model: sparse ResNet-``depth`` student, 2-layer ViT teacher."""
-    return dict(type='HGKD', mask_ratio=0.5,
-                backbone=dict(type='HGKDSparseResNet', depth=depth),
-                neck=dict(type='HGKDUNetDecoder', in_channels=STAGE_WIDTHS[depth], channels=64),
-                head=dict(type='HGKDDistillHead'), teacher=TINY_TEACHER,
-                data_preprocessor=PREPROCESSOR)
-
-
-def build_hgkd(depth: int) -> torch.nn.Module:
-    import hgkd_mm  # noqa: F401 (registers the modules)
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(hgkd_model_cfg(depth))
-
-
-def train_and_save_hgkd(depth: int, path: Path, steps: int = 2, seed: int = 0) -> Path:
-    """A few H-GKD steps in this process, saved as mmengine saves them (with numpy state)."""
-    import numpy as np
-    from mmengine.logging import MessageHub
-    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
-
-    torch.manual_seed(seed)
-    model = build_hgkd(depth).train()
-    optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
-    hub = MessageHub(f'hgkd_r{depth}_{seed}')
-    for _ in range(steps):
-        losses = model.loss(torch.randn(2, 3, 64, 64))
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        hub.update_scalar('train/loss', loss.item())
-    hub.update_info('seed', np.int64(seed))
-    save_checkpoint({'meta': {'epoch': 0, 'iter': steps, 'seed': np.int64(seed)},
-                     'state_dict': weights_to_cpu(model.state_dict()),
-                     'message_hub': hub.state_dict()}, str(path))
-    return path
-
-
-def short_hgkd_run(work_dir: Path, depth: int = 50, iters: int = 2) -> Path:
-    """Train H-GKD ``iters`` iterations with tools/train.py; return the checkpoint."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    images = sorted(p.relative_to(DATA_ABS / 'imagenet-sample')
-                    for p in (DATA_ABS / 'imagenet-sample').glob('*/*.jpg'))[:8]
-    ann_file = work_dir / 'train.txt'
-    ann_file.write_text(''.join(f'{p}\n' for p in images))
-    config = write_config(work_dir / 'hgkd_short.py', f"""
-_base_ = ['mmpretrain::_base_/default_runtime.py']
-custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
-default_scope = 'mmpretrain'
-model = {hgkd_model_cfg(depth)!r}
-train_dataloader = dict(
-    batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(type='CustomDataset', data_root='{DATA}/imagenet-sample',
-                 ann_file='{ann_file}', with_label=False,
-                 pipeline=[dict(type='LoadImageFromFile'),
-                           dict(type='RandomResizedCrop', scale=64, crop_ratio_range=(0.67, 1.0)),
-                           dict(type='PackInputs')]))
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3))
-train_cfg = dict(type='IterBasedTrainLoop', max_iters={iters})
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval={iters}),
-                     logger=dict(type='LoggerHook', interval=1))
-log_processor = dict(by_epoch=False)
-""")
-    result = run_tool(['tools/train.py', config, '--work-dir', work_dir], timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return work_dir / f'iter_{iters}.pth'
 
 
 def coco_subset(src: Path, dst: Path, num_images: int) -> Path:
@@ -236,30 +149,6 @@ def assert_miou(log: str, work_dir: Path) -> None:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text.lstrip())
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def run_tool(args: Sequence, timeout: float = 900, threads: int = 1,
-             env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``tools/<script>`` (a .py with this interpreter, or a .sh) from the repo root."""
-    args = [str(a) for a in args]
-    command = ['bash', *args] if args[0].endswith('.sh') else [sys.executable, *args]
-    full_env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                    PYTHON=sys.executable, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
-
-
-def convert(src: Path, dst: Path, fmt: str = 'mmpretrain') -> Path:
-    """Run the converter's command line; return ``dst``."""
-    result = run_tool([CONVERTER, src, dst, '--format', fmt], timeout=900)
-    assert result.returncode == 0, result.stderr
-    return dst
 
 
 def assert_backbone_loaded(log: str, checkpoint: Path) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from downstream_setup import (DATA, ROOT, assert_backbone_loaded, caltech_ann_files, run_tool,
-                              tool_log, write_config)
+from downstream_setup import assert_backbone_loaded, caltech_ann_files, tool_log, write_config
+from helpers import DATA, ROOT, run_tool
 
 FINETUNE = ROOT / 'configs/cls/resnet50_hgkd-pre_8xb256-coslr-300e_in1k.py'
 LINEAR = ROOT / 'configs/cls/resnet50_hgkd-pre_8xb32-linear-steplr-100e_in1k.py'

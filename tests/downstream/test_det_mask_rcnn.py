@@ -1,7 +1,7 @@
 """configs/det: Mask R-CNN from a converted H-GKD ResNet-50 trains on coco-tiny and is
 evaluated with the COCO metric (pycocotools); the backbone loads with no missing keys."""
-from downstream_setup import (assert_backbone_loaded, assert_coco_metrics, run_tool,
-                              tiny_det_config, tool_log)
+from downstream_setup import assert_backbone_loaded, assert_coco_metrics, tiny_det_config, tool_log
+from helpers import run_tool
 
 
 def test_train_2_iters_and_coco_eval(tmp_path, dense_r50):

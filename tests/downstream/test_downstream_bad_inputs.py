@@ -8,7 +8,8 @@ import torch
 from mmdet.models.backbones import ResNet as DetResNet
 from mmpretrain.models.backbones import ResNet
 
-from downstream_setup import DATA_ABS, run_tool, tiny_det_config, tool_log
+from downstream_setup import tiny_det_config, tool_log
+from helpers import DATA_ABS, run_tool
 
 from hgkd_mm.utils.pretrained_check import (PretrainedMismatchError, check_pretrained,
                                             pretrained_init_cfgs)

@@ -4,7 +4,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from downstream_setup import DATA_ABS, ROOT
+from helpers import DATA_ABS, ROOT
 
 from hgkd_mm.utils import merge_cfg_options
 from hgkd_mm.utils.pretrained_check import check_pretrained, pretrained_init_cfgs

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from downstream_setup import (assert_backbone_loaded, assert_coco_metrics, assert_miou,
-                              free_port, run_tool, tiny_det_config, tiny_seg_config, tool_log)
+                              tiny_det_config, tiny_seg_config, tool_log)
+from helpers import free_port, run_tool
 
 # These launch 2 processes: on CPU with gloo; a CUDA machine needs a GPU for each.
 pytestmark = pytest.mark.skipif(

@@ -1,8 +1,8 @@
 """configs/seg: UperNet from a converted H-GKD ResNet-50 trains on the ADE20K sample and is
 evaluated with mIoU; the backbone loads with no missing keys; tools/test.py evaluates the
 checkpoint again and writes the prediction maps."""
-from downstream_setup import (assert_backbone_loaded, assert_miou, run_tool, tiny_seg_config,
-                              tool_log)
+from downstream_setup import assert_backbone_loaded, assert_miou, tiny_seg_config, tool_log
+from helpers import run_tool
 
 
 def test_train_2_iters_and_miou(tmp_path, dense_r50):

@@ -13,8 +13,7 @@ from mmengine.optim.optimizer import amp_optimizer_wrapper
 
 from hgkd_mm.engine import DeferredGradNormHook, ForeachLamb
 
-from op_record import RecordOps
-from test_optim_constructor import ROOT
+from helpers import ROOT, RecordOps
 
 
 def net():

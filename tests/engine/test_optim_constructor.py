@@ -1,7 +1,5 @@
 """FrozenAwareOptimWrapperConstructor: mmengine's parameter groups, no warning per frozen
 teacher parameter."""
-from pathlib import Path
-
 import pytest
 from mmengine.config import Config
 from mmengine.optim import DefaultOptimWrapperConstructor
@@ -9,8 +7,8 @@ from mmengine.optim.optimizer import default_constructor
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ['hgkd_r50.py', 'hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py']
 
 

@@ -3,18 +3,18 @@ import subprocess
 import sys
 
 import torch
-from tiny_cls_setup import EPOCHS_2, run_tool, write_config
+from helpers import EPOCHS_2, run_tool, write_cls_config
 
 from hgkd_mm.utils import allow_mmengine_checkpoint_globals
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, image_folder, trained_2_epochs):
     allow_mmengine_checkpoint_globals()
-    config = write_config(tmp_path / 'tiny_cls.py', image_folder, EPOCHS_2)
+    config = write_cls_config(tmp_path / 'tiny_cls.py', image_folder, EPOCHS_2)
     work_dir = tmp_path / 'work'
     # `--resume` without a value (latest checkpoint of the work dir): see test_tool_args.py
-    result = run_tool(['train.py', config, '--work-dir', work_dir,
-                       '--resume', trained_2_epochs / 'epoch_1.pth'])
+    result = run_tool(['tools/train.py', config, '--work-dir', work_dir,
+                       '--resume', trained_2_epochs / 'epoch_1.pth'], check=True)
     assert 'resumed epoch: 1' in result.stdout + result.stderr
 
     expected = torch.load(trained_2_epochs / 'epoch_2.pth', weights_only=True)['state_dict']

@@ -7,7 +7,7 @@ import stat
 import pytest
 import torch
 
-from tiny_cls_setup import ITERS_2, free_port, run_tool, write_config
+from helpers import ITERS_2, free_port, run_tool, write_cls_config
 
 # These launch 2 processes: on CPU with gloo; a CUDA machine needs a GPU for each.
 pytestmark = pytest.mark.skipif(
@@ -41,10 +41,10 @@ FAKE_SCONTROL = """#!/usr/bin/env bash
 
 
 def test_dist_train_sh_two_cpu_processes(tmp_path, image_folder):
-    config = write_config(tmp_path / 'tiny_cls_syncbn.py', image_folder, ITERS_2)
+    config = write_cls_config(tmp_path / 'tiny_cls_syncbn.py', image_folder, ITERS_2)
     work_dir = tmp_path / 'work'
-    result = run_tool(['dist_train.sh', config, 2, '--work-dir', work_dir,
-                       '--cfg-options', 'default_hooks.checkpoint.by_epoch=False'], timeout=900)
+    result = run_tool(['tools/dist_train.sh', config, 2, '--work-dir', work_dir,
+                       '--cfg-options', 'default_hooks.checkpoint.by_epoch=False'], check=True)
     log = result.stdout + result.stderr
     assert 'Distributed training: True' in log
     assert 'model.backbone.norm_cfg.type=SyncBN' in log  # the replacement warning
@@ -62,10 +62,10 @@ def test_slurm_train_sh_two_tasks(tmp_path, image_folder, monkeypatch):
     monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
     monkeypatch.setenv('SRUN_RECORD', str(record))
     monkeypatch.setenv('MASTER_PORT', str(free_port()))
-    config = write_config(tmp_path / 'tiny_cls_syncbn.py', image_folder, ITERS_2)
+    config = write_cls_config(tmp_path / 'tiny_cls_syncbn.py', image_folder, ITERS_2)
     work_dir = tmp_path / 'work'
-    result = run_tool(['slurm_train.sh', 'gpu_part', 'hgkd_job', config, work_dir, 2,
-                       '--cfg-options', 'default_hooks.checkpoint.by_epoch=False'], timeout=900)
+    result = run_tool(['tools/slurm_train.sh', 'gpu_part', 'hgkd_job', config, work_dir, 2,
+                       '--cfg-options', 'default_hooks.checkpoint.by_epoch=False'], check=True)
     log = result.stdout + result.stderr
     srun_args = record.read_text().split()
     assert srun_args[:3] == ['-p', 'gpu_part', '--job-name=hgkd_job']

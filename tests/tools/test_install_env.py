@@ -3,7 +3,7 @@ empty it) and says which setting to change."""
 import os
 import subprocess
 
-from tiny_cls_setup import ROOT
+from helpers import ROOT
 
 
 def test_a_folder_that_is_not_a_venv_is_left_alone(tmp_path):

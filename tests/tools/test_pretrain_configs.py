@@ -14,7 +14,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS
 
-from tiny_cls_setup import ROOT
+from helpers import ROOT
 
 from hgkd_mm.utils import check_data_paths
 

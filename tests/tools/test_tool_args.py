@@ -7,8 +7,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from tiny_cls_setup import EPOCHS_2, ROOT, write_config
-from tool_module import load_tool
+from helpers import EPOCHS_2, ROOT, load_tool, write_cls_config
 
 
 def parse(tool, monkeypatch, argv: list):
@@ -18,7 +17,7 @@ def parse(tool, monkeypatch, argv: list):
 
 @pytest.fixture
 def config(tmp_path):
-    return write_config(tmp_path / 'tiny_cls.py', tmp_path, EPOCHS_2)
+    return write_cls_config(tmp_path / 'tiny_cls.py', tmp_path, EPOCHS_2)
 
 
 def test_train_resume_forms(monkeypatch, config):

@@ -9,7 +9,7 @@ import torch
 
 from hgkd_mm.utils.cli import (dump_json, image_size, json_path, non_negative_int,
                                open_fraction, positive_int)
-from tool_module import load_tool
+from helpers import load_tool
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'analysis_tools'
 

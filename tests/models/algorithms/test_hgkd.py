@@ -7,26 +7,18 @@ from mmpretrain.registry import MODELS
 
 import hgkd_mm  # noqa: F401
 
-TINY_VIT = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)
+from helpers import TINY_VIT, tiny_hgkd_cfg
 
 
-def tiny_cfg(**overrides):
-    cfg = dict(
-        type='HGKD',
-        mask_ratio=0.5,
-        backbone=dict(type='HGKDSparseResNet', depth=18),
-        neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), channels=64),
-        head=dict(type='HGKDDistillHead'),
-        teacher=dict(type='FrozenViTTeacher', arch=TINY_VIT, img_size=64, patch_size=16),
-        data_preprocessor=dict(type='SelfSupDataPreprocessor', mean=[0, 0, 0], std=[1, 1, 1]))
-    cfg.update(overrides)
-    return cfg
+# no normalisation: the tests feed standard-normal images
+IDENTITY_PREPROCESSOR = dict(type='SelfSupDataPreprocessor', mean=[0, 0, 0], std=[1, 1, 1])
 
 
 def build(**overrides):
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(tiny_cfg(**overrides))
+        model = MODELS.build(tiny_hgkd_cfg(**{'data_preprocessor': IDENTITY_PREPROCESSOR,
+                                              **overrides}))
     model.init_weights()
     return model
 

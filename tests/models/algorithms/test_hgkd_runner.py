@@ -1,37 +1,25 @@
 """H-GKD through tools/train.py: the teacher loads from its checkpoint, the student's
 checkpoints hold no teacher weights, and resuming continues the run identically."""
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mmengine.registry import DefaultScope
-from PIL import Image
 
 from mmpretrain.models.backbones import VisionTransformer
 
 from hgkd_mm.utils import safe_load
 
-ROOT = Path(__file__).resolve().parents[3]
-TINY_VIT = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)
+from helpers import TINY_TEACHER, TINY_VIT, make_image_folder, run_tool, tiny_hgkd_cfg
 
 CONFIG = """
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
 data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3,
                          to_rgb=True)
-model = dict(
-    type='HGKD', mask_ratio=0.5,
-    backbone=dict(type='HGKDSparseResNet', depth=18),
-    neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), channels=32),
-    head=dict(type='HGKDDistillHead'),
-    teacher=dict(type='FrozenViTTeacher', arch={arch!r}, img_size=64, patch_size=16,
-                 checkpoint={teacher!r}))
+model = {model!r}
 train_dataloader = dict(
     batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
@@ -51,27 +39,22 @@ randomness = dict(seed=0)
 
 
 def train(*args):
-    env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), *map(str, args)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_tool(['tools/train.py', *args], threads=2, check=True)
     return result.stdout + result.stderr
 
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('hgkd_run')
-    rng = np.random.RandomState(0)
-    (tmp / 'images' / 'x').mkdir(parents=True)
-    for i in range(4):
-        Image.fromarray(rng.randint(0, 256, (80, 80, 3), np.uint8)).save(tmp / 'images' / 'x' / f'{i}.png')
+    make_image_folder(tmp / 'images', classes=('x', ), size=80)
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         vit = VisionTransformer(TINY_VIT, img_size=64, patch_size=16, out_type='featmap')
     torch.save({'state_dict': {'backbone.' + k: v for k, v in vit.state_dict().items()}},
                tmp / 'teacher.pth')
     config = tmp / 'hgkd_tiny.py'
-    config.write_text(CONFIG.format(arch=TINY_VIT, teacher=str(tmp / 'teacher.pth'),
+    teacher = dict(TINY_TEACHER, checkpoint=str(tmp / 'teacher.pth'))
+    config.write_text(CONFIG.format(model=tiny_hgkd_cfg(channels=32, teacher=teacher),
                                     data=str(tmp / 'images')))
     log = train(config, '--work-dir', tmp / 'full')
     # DeferredGradNormHook: every logged iteration (interval 1, 2 per epoch) has its norm
@@ -123,10 +106,7 @@ def mae_teacher_file(tmp) -> str:
 
 
 def eval_feature_loss(*args):
-    env = dict(os.environ, OMP_NUM_THREADS='2', PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'analysis_tools' / 'eval_feature_loss.py'),
-         *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return run_tool(['tools/analysis_tools/eval_feature_loss.py', *args], threads=2)
 
 
 @pytest.mark.parametrize('mode', ['full', 'masked'])

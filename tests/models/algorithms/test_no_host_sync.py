@@ -6,7 +6,7 @@ import torch
 
 from hgkd_mm.engine import ForeachLamb
 
-from op_record import RecordOps
+from helpers import RecordOps
 from test_hgkd import build
 
 # ops whose result size or value the host must read from the device

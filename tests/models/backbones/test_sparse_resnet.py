@@ -8,7 +8,7 @@ from mmpretrain.models.backbones import ResNet, SparseResNet
 from mmpretrain.models.utils.sparse_modules import SparseHelper
 
 from hgkd_mm.models.backbones import HGKDSparseResNet
-from masks import random_mask
+from helpers import random_mask
 
 
 def randomize_norms(model, seed=1):

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hgkd_mm.models.backbones import HGKDSparseResNet
-from masks import random_mask
+from helpers import random_mask
 
 BATCH = 4
 

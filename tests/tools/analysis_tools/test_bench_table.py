@@ -4,9 +4,8 @@ import json
 import os
 
 import pytest
-from tool_module import load_tool
+from helpers import ROOT, load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 H100 = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27')
 CPU = os.path.join(ROOT, 'docs', 'bench', 'cpu-2026-11-27', 'hgkd_r50_b8_t1.json')
 

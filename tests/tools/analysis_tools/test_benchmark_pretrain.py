@@ -9,20 +9,13 @@ import types
 
 import pytest
 import torch
-from tool_module import load_tool
+from helpers import ROOT, load_tool, tiny_hgkd_cfg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-TINY_CONFIG = """
+TINY_CONFIG = f"""
 custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
-model = dict(
-    type='HGKD', mask_ratio=0.5,
-    backbone=dict(type='HGKDSparseResNet', depth=18),
-    neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), channels=64),
-    head=dict(type='HGKDDistillHead'),
-    teacher=dict(type='FrozenViTTeacher', img_size=64, patch_size=16,
-                 arch=dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)))
+model = {tiny_hgkd_cfg()!r}
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.04),
                      clip_grad=dict(max_norm=5.0))
 """

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from test_benchmark_pretrain import TINY_CONFIG
-from tool_module import load_tool
+from helpers import load_tool
 
 
 @pytest.fixture(scope='module')

@@ -228,7 +228,7 @@ def test_finetune_runs(colour_folder, resnet18_checkpoint):
     (['random', '--data', '.', '--test-dir', '/no/test'], '--test-dir: no folder /no/test'),
 ])
 def test_missing_paths_are_named_before_anything_runs(argv, message, capsys):
-    from tool_module import load_tool
+    from helpers import load_tool
     with pytest.raises(SystemExit) as stop:
         load_tool('analysis_tools/probe.py').parse_args(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err

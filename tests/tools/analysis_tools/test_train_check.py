@@ -4,9 +4,8 @@ import json
 import os
 
 import pytest
-from tool_module import load_tool
+from helpers import ROOT, load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEMO = os.path.join(ROOT, 'configs', 'pretrain',
                     'hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py')
 

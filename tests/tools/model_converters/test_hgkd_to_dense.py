@@ -13,8 +13,7 @@ import torchvision
 from mmengine.runner.checkpoint import save_checkpoint
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from downstream_setup import CONVERTER, build_hgkd, run_tool
-from tool_module import load_tool
+from helpers import CONVERTER, build_hgkd, load_tool, run_tool
 
 hgkd_to_dense = load_tool('model_converters/hgkd_to_dense.py')
 

@@ -1,1 +1,0 @@
-from tiny_cls_setup import image_folder, trained_2_epochs  # noqa: F401 (fixtures)
