@@ -82,9 +82,51 @@ def test_masked_inputs_do_not_reach_the_output():
     assert not torch.allclose(neck(changed_visible, mask), expected)
 
 
+@pytest.mark.parametrize('size, out_stride, grid', [((224, 224), 14, (16, 16)),
+                                                     ((224, 320), 14, (16, 23)),
+                                                     ((96, 160), 16, (6, 10))])
+def test_resized_onto_a_teacher_grid_off_the_student_strides(size, out_stride, grid):
+    """Patch 14: decoded at stride 16, then resized bilinearly to ceil(H/14) x ceil(W/14)
+    (mmpretrain's ViT pads the image to whole patches)."""
+    neck = decoder(out_stride=out_stride)
+    features = tuple(torch.randn(2, c, size[0] // s, size[1] // s, dtype=torch.float64)
+                     for c, s in zip(IN_CHANNELS, STRIDES))
+    mask = torch.rand(2, size[0] // 32, size[1] // 32) > 0.5
+    assert neck.used == [3, 2]
+    out = neck(features, mask)
+    assert out.shape == (2, 5, *grid)
+    if out_stride == 14:
+        neck.out_stride = 16  # the same decoder without the resize
+        at_16 = neck(features, mask)
+        expected = F.interpolate(at_16, size=grid, mode='bilinear', align_corners=False)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('strides, out_stride, used, factors', [
+    ((2, 4, 8, 16, 32), 16, [4, 3], [2]),  # the stride-2 and -4 stages are left out
+    ((2, 4, 8, 16, 32), 8, [4, 3, 2], [2, 2]),
+    ((8, 32), 8, [1, 0], [4]),  # one x4 step
+    ((4, 8, 32), 16, [2], []),  # no stage at 16: decoded at 32, resized
+])
+def test_any_stage_strides(strides, out_stride, used, factors):
+    channels = tuple(range(4, 4 + len(strides)))
+    neck = HGKDUNetDecoder(in_channels=channels, in_strides=strides, out_stride=out_stride,
+                           channels=5).double()
+    features = tuple(torch.randn(2, c, 128 // s, 128 // s, dtype=torch.float64)
+                     for c, s in zip(channels, strides))
+    mask = torch.rand(2, 4, 4) > 0.5
+    assert neck.used == used
+    assert [up.stride[0] for up in neck.upsamples] == factors
+    size = 128 // out_stride
+    assert neck(features, mask).shape == (2, 5, size, size)
+
+
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match='neck.out_stride=14 .* teacher grid does not align'):
-        HGKDUNetDecoder(out_stride=14)
+    with pytest.raises(ValueError, match=r'neck.out_stride=64 .* must be in \(0, 32\]'):
+        HGKDUNetDecoder(out_stride=64)
+    with pytest.raises(ValueError, match='stride 32 is not a multiple of the next finer '
+                       'stride 24'):
+        HGKDUNetDecoder(in_channels=(4, 6), in_strides=(24, 32), out_stride=16)
     with pytest.raises(ValueError, match='neck.in_channels and neck.in_strides'):
         HGKDUNetDecoder(in_channels=(256, 512), in_strides=(4, 8, 16))
     neck = decoder()
