@@ -1,7 +1,8 @@
 from .sparse_cnns import (HGKDSparseConvNeXt, HGKDSparseMobileNetV2, HGKDSparseResNetMasked,
-                          HGKDSparseResNetV1c, HGKDSparseResNetV1d, HGKDSparseResNeXt)
+                          HGKDSparseResNetV1c, HGKDSparseResNetV1d, HGKDSparseResNeXt,
+                          student_stages)
 from .sparse_resnet import HGKDSparseResNet
 
 __all__ = ['HGKDSparseResNet', 'HGKDSparseConvNeXt', 'HGKDSparseMobileNetV2',
            'HGKDSparseResNetMasked', 'HGKDSparseResNetV1c', 'HGKDSparseResNetV1d',
-           'HGKDSparseResNeXt']
+           'HGKDSparseResNeXt', 'student_stages']

@@ -1,8 +1,10 @@
 """Sparse students made from mmpretrain's dense CNNs by :class:`SparseCNN` (one mechanism,
 no per-architecture code). Each takes its dense class's arguments; the defaults differ only
 where pretraining needs it (all stages returned, no global pooling, no zero-init residual)."""
-from typing import Sequence
+from typing import Sequence, Tuple
 
+import torch
+from mmengine.registry import DefaultScope
 from mmpretrain.models.backbones import (ConvNeXt, MobileNetV2, ResNet, ResNetV1c, ResNetV1d,
                                          ResNeXt)
 from mmpretrain.registry import MODELS
@@ -61,3 +63,14 @@ class HGKDSparseMobileNetV2(SparseCNN, MobileNetV2):
 
     def __init__(self, out_indices: Sequence[int] = (1, 2, 4, 7), **kwargs):
         super().__init__(out_indices=tuple(out_indices), **kwargs)
+
+
+def student_stages(backbone: dict) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """``(widths, strides)`` of the stages a :class:`SparseCNN` student config returns (it
+    is built once on the CPU and dropped; the RNG state is restored)."""
+    with torch.random.fork_rng(devices=[]), DefaultScope.overwrite_default_scope('mmpretrain'):
+        student = MODELS.build(backbone)
+    if not isinstance(student, SparseCNN):
+        raise TypeError(f"{backbone.get('type')!r} is not a SparseCNN student: give "
+                        'neck.in_channels and neck.in_strides')
+    return student.out_channels, student.out_strides

@@ -241,11 +241,17 @@ class SparseCNN:
     ``state_dict()`` has exactly the dense backbone's keys (BatchNorms become masked
     BatchNorms with the same parameters and buffers).
 
+    Args:
+        mask_cell (int, optional): the side of the square mask cells that H-GKD draws
+            (:meth:`grid_size`), a multiple of :attr:`stride`; default :attr:`stride`
+            (32 for four-stage CNNs; 16 for a student whose last stage has stride 16).
+        *args, **kwargs: the dense backbone's.
+
     Attributes:
         out_channels (tuple): width of each returned stage.
         out_strides (tuple): stride of each returned stage.
-        stride (int): the largest stride of any feature map the backbone computes; the
-            mask cell must be a multiple of it (a position of that map must not straddle
+        stride (int): the largest stride of any feature map the backbone computes; a mask
+            cell must be a multiple of it (a position of that map must not straddle
             cells).
 
     Forward:
@@ -255,11 +261,17 @@ class SparseCNN:
         the dense backbone's stage outputs, zero at masked positions.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, mask_cell: Optional[int] = None, **kwargs):
         super().__init__(*args, **kwargs)
         to_masked_norms(self)
         self._sparse_forwards = self._trace()
         self.out_channels, self.out_strides, self.stride = self._probe()
+        self.mask_cell = self.stride if mask_cell is None else mask_cell
+        if not (isinstance(self.mask_cell, int) and self.mask_cell > 0
+                and self.mask_cell % self.stride == 0):
+            raise ValueError(f'backbone.mask_cell={mask_cell!r} must be a multiple of the '
+                             f'student stride {self.stride} ({type(self).__name__}): a '
+                             f'stride-{self.stride} position would straddle cells')
 
     def _trace(self) -> Dict[bool, Callable]:
         return {mode: sparse_forward(self, mode) for mode in (True, False)}
@@ -274,6 +286,16 @@ class SparseCNN:
             return self.dense_forward(inputs)
         masks = self.mask_pyramid(inputs, mask)
         return self._sparse_forwards[self.training](self, inputs * masks.at(inputs), masks)
+
+    def grid_size(self, inputs: Tensor) -> Tuple[int, int]:
+        """``(H / mask_cell, W / mask_cell)``, the mask grid H-GKD draws for ``inputs (B, C,
+        H, W)``; refuses sizes that are not multiples of the cell."""
+        height, width = inputs.shape[-2:]
+        if height % self.mask_cell or width % self.mask_cell:
+            raise ValueError(f'input size {height}x{width} must be a multiple of the mask '
+                             f'cell {self.mask_cell} (backbone.mask_cell); check the '
+                             'crop/resize size in the pipeline')
+        return height // self.mask_cell, width // self.mask_cell
 
     def mask_pyramid(self, inputs: Tensor, mask: Tensor) -> MaskPyramid:
         """Check ``mask`` against ``inputs`` and :attr:`stride`."""

@@ -13,7 +13,8 @@ from mmpretrain.models.backbones import ConvNeXt, ResNet, SEResNet
 from helpers import random_mask
 
 from hgkd_mm.models.backbones import (HGKDSparseConvNeXt, HGKDSparseMobileNetV2,
-                                      HGKDSparseResNetV1c, HGKDSparseResNetV1d, HGKDSparseResNeXt)
+                                      HGKDSparseResNetV1c, HGKDSparseResNetV1d, HGKDSparseResNeXt,
+                                      student_stages)
 from hgkd_mm.models.sparse import MaskedBatchNorm2d, MaskPyramid, SparseCNN
 from hgkd_mm.models.sparse.sparsify import visible_mean
 
@@ -150,6 +151,21 @@ def test_mask_cell_16_and_64():
         deep(inputs, random_mask(2, 2, 2, keep=1))
     with pytest.raises(ValueError, match='mask must be a .B, h, w. bool tensor'):
         deep(inputs, random_mask(2, 4, 2, keep=1).float())
+
+
+def test_mask_cell_option_sets_the_grid():
+    torch.manual_seed(0)
+    student = HGKDSparseConvNeXt(**TINY_CONVNEXT, mask_cell=64)
+    assert student.grid_size(torch.zeros(1, 3, 128, 192)) == (2, 3)
+    assert HGKDSparseConvNeXt(**TINY_CONVNEXT).grid_size(torch.zeros(1, 3, 224, 320)) == (7, 10)
+    with pytest.raises(ValueError, match=r'input size 128x96 must be a multiple of the mask '
+                       r'cell 64 \(backbone.mask_cell\)'):
+        student.grid_size(torch.zeros(1, 3, 128, 96))
+    with pytest.raises(ValueError, match='backbone.mask_cell=48 must be a multiple of the '
+                       'student stride 32'):
+        HGKDSparseConvNeXt(**TINY_CONVNEXT, mask_cell=48)
+    assert student_stages(dict(type='HGKDSparseMobileNetV2', widen_factor=0.5)) == (
+        (16, 16, 48, 1280), (4, 8, 16, 32))
 
 
 def test_unsupported_layers_are_refused_by_name():
