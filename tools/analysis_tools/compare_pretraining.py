@@ -1,58 +1,48 @@
-"""H-GKD vs SparK vs no pre-training at one scale, end to end.
+"""H-GKD vs SparK vs no pre-training vs the teacher at one scale, end to end.
 
     python tools/analysis_tools/compare_pretraining.py [--work-dir work_dirs/compare]
-        [--img-size 96] [--mae-epochs 20] [--student-epochs 3] [--seeds 0 1 2]
+        [--teacher CKPT [--teacher-config CFG]] [--img-size 96] [--mae-epochs 20]
+        [--student-epochs 3] [--spark-epochs N] [--eval-split val|test] [--seeds 0 1 2]
         [--finetune] [--ft-epochs 2] [--ft-seeds 0 1] [--pool-size N] [--probe-classes N]
         [--probe-per-class N] [--methods hgkd spark random teacher]
         [--hgkd-options KEY=VALUE ...] [--reuse-from WORK_DIR] [--smoke]
 
+Data: the fixed caltech101 split of ``configs/splits/`` (:mod:`hgkd_mm.evaluation.splits`).
+Pre-training uses only the pool (imagenet-sample + the split's train part); the probes fit
+on the train part and report on ``--eval-split`` (``val`` while choosing, ``test`` once per
+final model).
+
 Stages (outputs under ``--work-dir``; a stage whose final checkpoint exists is skipped,
 an interrupted one resumes from its last checkpoint):
 
-1. ``pool.txt``: the unlabeled pre-training pool, imagenet-sample + the images of
-   caltech101/train (labels unused), as an mmpretrain ``CustomDataset`` ann file.
+1. ``pool.txt``: the unlabeled pre-training pool (``configs/splits/pool.txt``).
 2. ``mae/``: mmpretrain's MAE pre-trains the ViT teacher
-   (``configs/pretrain/mae_vit-tiny-p16_1xb64-15e_imagenet-sample-128px.py``).
+   (``configs/pretrain/mae_vit-tiny-p16_1xb64-15e_imagenet-sample-128px.py``), unless
+   ``--teacher`` names one (e.g. the shipped ``checkpoints/mae_vit-tiny-p16_pool-96px.pth``).
 3. ``hgkd/``: H-GKD distils it into a sparse ResNet-18
    (``configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py``).
-4. ``spark/``: mmpretrain's SparK pre-trains the same ResNet-18 for the same number of
-   steps on the same data, image size, batch and schedule
+4. ``spark/``: mmpretrain's SparK pre-trains the same ResNet-18 on the same data, image
+   size, batch and schedule, for ``--spark-epochs`` (default: the same steps)
    (``configs/pretrain/spark_resnet18_1xb32-6e_imagenet-sample-128px.py``).
-5. ``probe/``: ``tools/analysis_tools/probe.py`` linear probes (and with ``--finetune``,
-   short fine-tunes) the H-GKD student, the SparK student, a random ResNet-18 and the
-   teacher on caltech101/train (own stratified 80/20 split per seed), at ``--img-size``.
+5. ``probe/``: :mod:`hgkd_mm.evaluation.probe` linear probes (and with ``--finetune``,
+   fine-tunes) the H-GKD student, the SparK student, a random ResNet-18 and the teacher.
 
 Stages 2-4 run ``tools/train.py`` on configs generated in ``configs/`` of the work dir,
 each ``_base_``-ing the repo config above and overriding data, image size, epochs and
 batch size; the probes run in this process (images decoded once for all four models).
-The table goes to ``results.md`` and ``results.json``.
-
-The default (CPU) setting: 96 px, the whole 6,784-image pool, MAE 20 epochs (2,120 steps
-of 64), H-GKD and SparK 3 epochs (636 steps of 32 each), linear probes on all of
-caltech101/train with seeds 0 1 2; ``--finetune`` adds 2-epoch fine-tunes with seeds 0 1.
-Measured times are in docs/results.md.
-
-Loss-target studies change only the H-GKD stage and reuse the teacher (and SparK) of a
-finished run::
+The table goes to ``results.md`` and ``results.json``. Learning rates scale linearly with
+the batch size from the repo configs' values. Variants change only the H-GKD stage and
+reuse the teacher (and SparK) of a finished run::
 
     python tools/analysis_tools/compare_pretraining.py --work-dir work_dirs/compare_loss_all \\
         --reuse-from work_dirs/compare --methods hgkd --hgkd-options model.head.loss_on=all
 
-A GPU setting (one GPU; not run yet)::
-
-    python tools/analysis_tools/compare_pretraining.py --work-dir work_dirs/compare_gpu \\
-        --img-size 224 --mae-epochs 400 --student-epochs 200 --mae-batch-size 256 \\
-        --student-batch-size 128 --workers 8 --seeds 0 1 2 --finetune --ft-epochs 30
-
-Learning rates scale linearly with the batch size from the repo configs' values.
 ``--smoke`` runs every stage for two iterations on 8 images at 64 px and probes a
 4-class subset (for tests).
 """
 from __future__ import annotations
 
 import argparse
-import ast
-import glob
 import json
 import math
 import os
@@ -65,16 +55,15 @@ import time
 from typing import Optional, Sequence
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+
+from hgkd_mm.evaluation import probe, splits
+from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-import probe  # noqa: E402
-from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int  # noqa: E402
-
 DATA = osp.normpath(osp.join(ROOT, '..', 'shared', 'data'))
-POOL_SOURCES = ('imagenet-sample', 'caltech101/train')
-PROBE_DATA = osp.join(DATA, 'caltech101', 'train')
+SHIPPED_TEACHER = osp.join(ROOT, 'checkpoints', 'mae_vit-tiny-p16_pool-96px.pth')
+SHIPPED_TEACHER_CONFIG = 'configs/pretrain/mae_vit-tiny-p16_1xb64-40e_pool-96px.py'
 BASE_CONFIGS = dict(
     mae='configs/pretrain/mae_vit-tiny-p16_1xb64-15e_imagenet-sample-128px.py',
     hgkd='configs/pretrain/hgkd_vit-tiny-p16_resnet18_1xb32-6e_imagenet-sample-128px.py',
@@ -87,13 +76,13 @@ SMOKE = dict(img_size=64, mae_epochs=1, student_epochs=1, mae_batch_size=4,
 
 # ------------------------------------------------------------------------------- data
 def write_pool(work_dir: str, limit: Optional[int] = None) -> tuple[str, int]:
-    """``pool.txt``: image paths relative to ``DATA`` (``limit``: evenly spaced subset)."""
-    paths = []
-    for source in POOL_SOURCES:
-        paths += sorted(osp.relpath(p, DATA) for p in glob.glob(osp.join(DATA, source, '*', '*'))
-                        if p.lower().endswith(probe.IMG_EXTENSIONS))
-    if not paths:
-        sys.exit(f'no images under {DATA}/{{{",".join(POOL_SOURCES)}}}: the shared data is needed')
+    """``pool.txt``: the committed pre-training pool (``configs/splits/pool.txt``:
+    imagenet-sample + the train part of the caltech101 split; ``limit``: an evenly
+    spaced subset), paths relative to ``DATA``."""
+    paths = splits.read_pool()
+    missing = [p for p in paths[:1] + paths[-1:] if not osp.isfile(osp.join(DATA, p))]
+    if missing:
+        sys.exit(f'{osp.join(DATA, missing[0])} not found: the shared data is needed')
     if limit:
         paths = paths[::math.ceil(len(paths) / limit)][:limit]
     pool = osp.join(work_dir, 'pool.txt')
@@ -102,20 +91,31 @@ def write_pool(work_dir: str, limit: Optional[int] = None) -> tuple[str, int]:
     return pool, len(paths)
 
 
-def probe_subset(work_dir: str, classes: Optional[int], per_class: Optional[int]) -> str:
-    """An image folder of symlinks to the first ``per_class`` images of ``classes``
-    evenly spaced classes of ``PROBE_DATA`` (None: all)."""
-    subset = osp.join(work_dir, f'probe_data_{classes or "all"}x{per_class or "all"}')
-    names = sorted(os.listdir(PROBE_DATA))
-    if classes and classes > len(names):
-        raise SystemExit(f'--probe-classes {classes}: {PROBE_DATA} has {len(names)} classes')
-    for name in names[::len(names) // classes if classes else 1][:classes]:
-        os.makedirs(osp.join(subset, name), exist_ok=True)
-        for image in sorted(os.listdir(osp.join(PROBE_DATA, name)))[:per_class]:
-            link = osp.join(subset, name, image)
-            if not osp.lexists(link):
-                os.symlink(osp.join(PROBE_DATA, name, image), link)
-    return subset
+def probe_files(work_dir: str, eval_split: str, classes: Optional[int],
+                per_class: Optional[int]) -> tuple[str, str]:
+    """``(train, eval)`` ann files of the fixed caltech101 split: the train part, and the
+    ``eval_split`` part (``val`` for choices, ``test`` once per final model); with
+    ``classes``/``per_class`` a subset: ``classes`` evenly spaced classes (relabelled
+    0..classes-1), the first ``per_class`` images of each (quick runs)."""
+    files = []
+    for part in ('train', eval_split):
+        rows = splits.read_split(part)
+        if classes or per_class:
+            labels = sorted({label for _, label in rows})
+            if classes and classes > len(labels):
+                raise SystemExit(f'--probe-classes {classes}: the split has {len(labels)} '
+                                 'classes')
+            kept = labels[::len(labels) // classes if classes else 1][:classes]
+            taken = {label: [] for label in kept}
+            for path, label in rows:
+                if label in taken and (per_class is None or len(taken[label]) < per_class):
+                    taken[label].append(path)
+            rows = [(path, kept.index(label)) for label in kept for path in taken[label]]
+        path = osp.join(work_dir, f'probe_{part}_{classes or "all"}x{per_class or "all"}.txt')
+        with open(path, 'w') as f:
+            f.write(''.join(f'{p} {label}\n' for p, label in rows))
+        files.append(path)
+    return files[0], files[1]
 
 
 # ---------------------------------------------------------------------------- configs
@@ -155,20 +155,16 @@ def stage_overrides(base: Config, pool: str, img_size: int, epochs: int, batch_s
                            logger=dict(interval=10)))
 
 
-def merge_dotted(overrides: dict, option: str) -> None:
-    """Merge ``a.b.c=VALUE`` (VALUE a Python literal, else a string) into ``overrides``."""
-    key, sep, text = option.partition('=')
-    if not sep or not key:
-        raise SystemExit(f'--hgkd-options: expected KEY=VALUE, got {option!r}')
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
-    *parents, leaf = key.split('.')
-    node = overrides
-    for name in parents:
-        node = node.setdefault(name, {})
-    node[leaf] = value
+def merge_dotted(overrides: dict, options: dict) -> None:
+    """Merge ``{'a.b.c': value}`` (mmengine ``DictAction`` output) into ``overrides``."""
+    for key, value in options.items():
+        *parents, leaf = key.split('.')
+        node = overrides
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f'--hgkd-options {key}: {name} is not a dict in the config')
+        node[leaf] = value
 
 
 def write_config(path: str, base: str, overrides: dict) -> str:
@@ -186,18 +182,19 @@ def write_config(path: str, base: str, overrides: dict) -> str:
 def write_configs(args: argparse.Namespace, pool: str) -> dict:
     """The three stage configs in ``<work>/configs/``; returns their paths."""
     bases = {name: Config.fromfile(osp.join(ROOT, path)) for name, path in BASE_CONFIGS.items()}
+    if args.teacher:  # the teacher's arch: from the config that trained it
+        bases['mae'] = Config.fromfile(osp.join(ROOT, args.teacher_config))
     size = args.img_size
     mae = stage_overrides(bases['mae'], pool, size, args.mae_epochs, args.mae_batch_size,
                           args.workers)
     mae['model'] = dict(backbone=dict(img_size=size), neck=dict(num_patches=(size // 16)**2))
-    teacher = osp.join(args.work_dir, 'mae', f'epoch_{args.mae_epochs}.pth')
+    teacher = args.teacher or osp.join(args.work_dir, 'mae', f'epoch_{args.mae_epochs}.pth')
     hgkd = stage_overrides(bases['hgkd'], pool, size, args.student_epochs,
                            args.student_batch_size, args.workers)
     hgkd['model'] = dict(teacher=dict(checkpoint=teacher, img_size=size,
                                       arch=bases['mae'].model.backbone.arch))
-    for option in args.hgkd_options:
-        merge_dotted(hgkd, option)
-    spark = stage_overrides(bases['spark'], pool, size, args.student_epochs,
+    merge_dotted(hgkd, args.hgkd_options)
+    spark = stage_overrides(bases['spark'], pool, size, args.spark_epochs,
                             args.student_batch_size, args.workers)
     spark['model'] = dict(input_size=size)
     configs = osp.join(args.work_dir, 'configs')
@@ -206,8 +203,8 @@ def write_configs(args: argparse.Namespace, pool: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- stages
-SHARED_SETTINGS = ('img_size', 'mae_epochs', 'student_epochs', 'mae_batch_size',
-                   'student_batch_size', 'pool_images')
+SHARED_SETTINGS = ('img_size', 'mae_epochs', 'student_epochs', 'spark_epochs', 'mae_batch_size',
+                   'student_batch_size', 'teacher', 'pool_images')
 
 
 def reuse_stages(source: str, args: argparse.Namespace, settings: dict) -> None:
@@ -223,7 +220,7 @@ def reuse_stages(source: str, args: argparse.Namespace, settings: dict) -> None:
         if theirs[key] != settings[key]:
             raise SystemExit(f'--reuse-from: {source} has {key}={theirs[key]}, '
                              f'this run has {settings[key]}')
-    epochs = dict(mae=args.mae_epochs, spark=args.student_epochs)
+    epochs = dict(mae=args.mae_epochs, spark=args.spark_epochs)
     for name in ('mae', 'spark'):
         done = osp.join(source, name, f'epoch_{epochs[name]}.pth')
         link = osp.join(args.work_dir, name)
@@ -294,11 +291,11 @@ def run_probe(name: str, checkpoint: str, arch: str, args: argparse.Namespace, d
     made with the same checkpoint and settings."""
     seeds = list(args.ft_seeds if mode == 'finetune' else args.seeds)
     settings = dict(checkpoint=checkpoint, arch=arch, mode=mode, img_size=args.img_size,
-                    data=osp.abspath(data), seeds=seeds,
+                    data=[osp.abspath(d) for d in data], seeds=seeds,
                     epochs=args.ft_epochs if mode == 'finetune' else None,
                     checkpoint_mtime=None if checkpoint == 'random' else
                     os.stat(checkpoint).st_mtime_ns)
-    out = osp.join(args.work_dir, 'probe', f'{name}_{mode}.json')
+    out = osp.join(args.work_dir, 'probe', f'{name}_{mode}_{args.eval_split}.json')
     if osp.isfile(out):
         with open(out) as f:
             saved = json.load(f)
@@ -306,12 +303,12 @@ def run_probe(name: str, checkpoint: str, arch: str, args: argparse.Namespace, d
             print(f'[compare] probe {name} ({mode}): {out} is up to date, reused', flush=True)
             return saved
     print(f'[compare] probe {name} ({mode}): $ python tools/analysis_tools/probe.py '
-          f'{checkpoint} --data {data} --{mode} --arch {arch} --img-size {args.img_size} '
-          f'--seeds {" ".join(map(str, seeds))}'
+          f'{checkpoint} --data {data[0]} --test-dir {data[1]} --data-root {DATA} --{mode} '
+          f'--arch {arch} --img-size {args.img_size} --seeds {" ".join(map(str, seeds))}'
           + (f' --epochs {args.ft_epochs}' if mode == 'finetune' else ''), flush=True)
-    result = probe.evaluate(checkpoint, data, arch, args.img_size, mode, seeds=seeds,
-                            epochs=args.ft_epochs,
-                            cache_dir=osp.join(args.work_dir, 'probe_cache'))
+    result = probe.evaluate(checkpoint, data[0], arch, args.img_size, mode, test_dir=data[1],
+                            seeds=seeds, epochs=args.ft_epochs,
+                            cache_dir=osp.join(args.work_dir, 'probe_cache'), data_root=DATA)
     result['settings'] = settings
     dump_json(out, result, indent=2)
     print(f"[compare] probe {name} ({mode}): top-1 {result['top1_mean']:.2f} "
@@ -329,17 +326,24 @@ def model_rows(stages: dict, mae_config: str, args: argparse.Namespace,
                pool_images: int) -> list:
     """The four probed models: checkpoint, probe arch and pre-training steps."""
     student_steps = steps(args.student_epochs, pool_images, args.student_batch_size)
-    mae_steps = steps(args.mae_epochs, pool_images, args.mae_batch_size)
+    spark_steps = steps(args.spark_epochs, pool_images, args.student_batch_size)
+    if args.teacher:  # trained by its config on the same pool
+        teacher_cfg = Config.fromfile(osp.join(ROOT, args.teacher_config))
+        mae_steps = steps(teacher_cfg.train_cfg.max_epochs, len(splits.read_pool()),
+                          teacher_cfg.train_dataloader.batch_size)
+    else:
+        mae_steps = steps(args.mae_epochs, pool_images, args.mae_batch_size)
     rows = [
         dict(method='H-GKD ResNet-18', name='hgkd', checkpoint=stages['hgkd']['checkpoint'],
              arch='resnet18', steps=student_steps,
              pretraining=f'MAE teacher ({mae_steps} steps) + distillation'),
         dict(method='SparK ResNet-18', name='spark', checkpoint=stages['spark']['checkpoint'],
-             arch='resnet18', steps=student_steps, pretraining='SparK (pixels)'),
+             arch='resnet18', steps=spark_steps, pretraining='SparK (pixels)'),
         dict(method='random ResNet-18', name='random', checkpoint='random', arch='resnet18',
              steps=0, pretraining='none'),
         dict(method='MAE ViT teacher', name='teacher', checkpoint=stages['mae']['checkpoint'],
-             arch=f'vit:{mae_config}', steps=mae_steps, pretraining='MAE'),
+             arch=f'vit:{osp.join(ROOT, args.teacher_config) if args.teacher else mae_config}',
+             steps=mae_steps, pretraining='MAE'),
     ]
     return [dict(row, img_size=args.img_size) for row in rows]
 
@@ -389,7 +393,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--ft-epochs', type=positive_int, default=2)
     parser.add_argument('--ft-seeds', type=int, nargs='+', help='fine-tune seeds '
                         '(default: the first two of --seeds)')
-    parser.add_argument('--hgkd-options', nargs='+', default=[], metavar='KEY=VALUE',
+    parser.add_argument('--spark-epochs', type=positive_int,
+                        help='SparK epochs (default: --student-epochs; fewer for equal time)')
+    parser.add_argument('--teacher', metavar='CKPT',
+                        help='distil this MAE teacher instead of training one (e.g. the shipped '
+                        'checkpoints/mae_vit-tiny-p16_pool-96px.pth)')
+    parser.add_argument('--teacher-config', default=SHIPPED_TEACHER_CONFIG,
+                        help='the config that trained --teacher (its ViT arch)')
+    parser.add_argument('--eval-split', choices=('val', 'test'), default='val',
+                        help='caltech101 part the probes report (val for choices; test once '
+                        'per final model)')
+    parser.add_argument('--hgkd-options', nargs='+', action=DictAction, default={},
+                        metavar='KEY=VALUE',
                         help='overrides of the H-GKD stage config, e.g. model.head.loss_on=all '
                         '(loss-target studies; use a new --work-dir, see --reuse-from)')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS,
@@ -405,6 +420,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.ft_seeds is None:
         args.ft_seeds = args.seeds[:2]
+    if args.spark_epochs is None:
+        args.spark_epochs = args.student_epochs
+    if args.teacher:
+        if not osp.isfile(args.teacher):
+            parser.error(f'--teacher: no file {args.teacher}')
+        args.teacher = osp.abspath(args.teacher)
+        if not osp.isfile(osp.join(ROOT, args.teacher_config)):
+            parser.error(f'--teacher-config: no file {args.teacher_config}')
     args.work_dir = osp.abspath(args.work_dir)
     return args
 
@@ -420,13 +443,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.reuse_from:
         reuse_stages(osp.abspath(args.reuse_from), args, settings)
     configs = write_configs(args, pool)
-    data = (probe_subset(args.work_dir, args.probe_classes, args.probe_per_class)
-            if args.probe_classes or args.probe_per_class else PROBE_DATA)
+    data = probe_files(args.work_dir, args.eval_split, args.probe_classes, args.probe_per_class)
 
-    stages = dict(mae=train('mae', configs['mae'], args.work_dir, args.mae_epochs))
-    for name in ('hgkd', 'spark'):
+    if args.teacher:
+        stages = dict(mae=dict(checkpoint=args.teacher, seconds=None, skipped=True))
+    else:
+        stages = dict(mae=train('mae', configs['mae'], args.work_dir, args.mae_epochs))
+    for name, epochs in (('hgkd', args.student_epochs), ('spark', args.spark_epochs)):
         if name in args.methods:
-            stages[name] = train(name, configs[name], args.work_dir, args.student_epochs)
+            stages[name] = train(name, configs[name], args.work_dir, epochs)
         else:
             stages[name] = dict(checkpoint=None, seconds=None, skipped=True)
 
@@ -441,14 +466,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         sys.argv[1:] if argv is None else argv)
     summary = dict(
         command=command, machine=machine(), seeds=args.seeds, img_size=args.img_size,
-        pool_images=pool_images, probe_data=data, mae_epochs=args.mae_epochs,
-        student_epochs=args.student_epochs, mae_batch_size=args.mae_batch_size,
+        pool_images=pool_images, probe_data=data, eval_split=args.eval_split,
+        teacher=args.teacher, mae_epochs=args.mae_epochs,
+        student_epochs=args.student_epochs, spark_epochs=args.spark_epochs, mae_batch_size=args.mae_batch_size,
         student_batch_size=args.student_batch_size,
         stage_seconds={name: stage['seconds'] for name, stage in stages.items()},
         rows=rows, table=table)
     dump_json(osp.join(args.work_dir, 'results.json'), summary, indent=2)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
-        f.write(f'{table}\n\n`{command}`\n\n{summary["machine"]}; seeds {args.seeds}\n')
+        f.write(f'{table}\n\n`{command}`\n\n{summary["machine"]}; seeds {args.seeds}; '
+                f'probed on the {args.eval_split} part of the caltech101 split\n')
     print(table)
     return summary
 

@@ -11,7 +11,7 @@ from mmpretrain.registry import MODELS
 
 TARGET_NORMS = ('layernorm', 'none', 'batchnorm')
 LOSSES = ('mse', 'smooth_l1', 'cosine')
-LOSS_ON = ('masked', 'all', 'weighted')
+LOSS_ON = ('masked', 'visible', 'all', 'weighted')
 SIM_DEFAULTS = dict(queue_size=4096, temperature=0.07, weight=1.0)  # head.sim's keys
 
 
@@ -32,8 +32,9 @@ class HGKDDistillHead(BaseModule):
         target_norm (str): ``'layernorm'`` (per token, no affine), ``'none'`` or
             ``'batchnorm'`` (per channel over batch and positions, no affine).
         loss (str): ``'mse'``, ``'smooth_l1'`` or ``'cosine'``.
-        loss_on (str): ``'masked'`` positions, ``'all'`` positions, or
-            ``'weighted'``: masked positions plus visible ones at ``visible_weight``.
+        loss_on (str): ``'masked'`` positions, ``'visible'`` positions, ``'all'``
+            positions, or ``'weighted'``: masked positions plus visible ones at
+            ``visible_weight``.
         visible_weight (float): weight of visible positions for ``'weighted'``.
         sim (dict, optional): the ``L_sim`` relation term, off when None:
             ``dict(queue_size=4096, temperature=0.07, weight=1.0)``. Pearson
@@ -99,6 +100,8 @@ class HGKDDistillHead(BaseModule):
         """``visible (B, 1, Ht, Wt)`` -> loss weight per position."""
         if self.loss_on == 'all':
             return torch.ones_like(visible)
+        if self.loss_on == 'visible':
+            return visible
         masked = 1 - visible
         if self.loss_on == 'weighted':
             return masked + self.visible_weight * visible

@@ -64,7 +64,7 @@ def reference_per_token(pred: torch.Tensor, target: torch.Tensor, loss: str) -> 
 
 @pytest.mark.parametrize('norm', ['layernorm', 'batchnorm', 'none'])
 @pytest.mark.parametrize('loss', ['mse', 'smooth_l1', 'cosine'])
-@pytest.mark.parametrize('loss_on', ['masked', 'all', 'weighted'])
+@pytest.mark.parametrize('loss_on', ['masked', 'visible', 'all', 'weighted'])
 def test_loss_matches_reference(norm, loss, loss_on):
     pred, tokens, mask = example()
     head = identity_head(target_norm=norm, loss=loss, loss_on=loss_on, visible_weight=0.25)
@@ -75,6 +75,8 @@ def test_loss_matches_reference(norm, loss, loss_on):
     visible = visible_grid(mask)
     if loss_on == 'masked':
         expected = per_token[~visible].mean()
+    elif loss_on == 'visible':
+        expected = per_token[visible].mean()
     elif loss_on == 'all':
         expected = per_token.mean()
     else:
@@ -151,7 +153,7 @@ def test_sim_loss_is_float32_under_bf16_autocast_and_eval_keeps_the_queue():
 
 
 @pytest.mark.parametrize('option', [dict(target_norm='l2'), dict(loss='l1'),
-                                    dict(loss_on='visible')])
+                                    dict(loss_on='unmasked')])
 def test_bad_option_names_it(option):
     name, value = next(iter(option.items()))
     with pytest.raises(ValueError, match=f'head.{name} must be one of .*{value!r}'):

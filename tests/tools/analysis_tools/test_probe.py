@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from mmpretrain.models.backbones import ResNet, VisionTransformer
 from PIL import Image
 
+from hgkd_mm.evaluation import probe
+
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / 'tools' / 'analysis_tools'))
-import probe  # noqa: E402
 
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 210, 40))
 TINY_VIT = dict(arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64),
@@ -232,3 +232,27 @@ def test_missing_paths_are_named_before_anything_runs(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
         load_tool('analysis_tools/probe.py').parse_args(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ann_files_relative_to_a_data_root(colour_folder, resnet18_checkpoint, tmp_path):
+    """The fixed-split form: ``<path> <label>`` ann files, paths relative to --data-root;
+    the same images as a folder give the same result."""
+    images = sorted(colour_folder.glob('*/*.png'))
+    rows = [(p.relative_to(colour_folder.parent), int(p.parent.name[-1])) for p in images]
+    train, test = tmp_path / 'train.txt', tmp_path / 'test.txt'
+    train.write_text(''.join(f'{p} {label}\n' for i, (p, label) in enumerate(rows) if i % 4))
+    test.write_text(''.join(f'{p} {label}\n' for i, (p, label) in enumerate(rows) if not i % 4))
+    result = probe.evaluate(str(resnet18_checkpoint), str(train), img_size=32,
+                            test_dir=str(test), data_root=str(colour_folder.parent))
+    assert result['runs'][0]['num_train'] == 36 and result['runs'][0]['num_test'] == 12
+    assert result['top1_mean'] >= 90
+
+    bad = tmp_path / 'bad.txt'
+    bad.write_text('a.png\n')
+    with pytest.raises(ValueError, match='bad.txt: expected "<path> <label>" lines'):
+        probe.evaluate('random', str(bad), img_size=32)
+    unknown = tmp_path / 'unknown_label.txt'
+    unknown.write_text(f'{rows[0][0]} 7\n')
+    with pytest.raises(ValueError, match='label 7; the training data has 4 classes'):
+        probe.evaluate('random', str(train), img_size=32, test_dir=str(unknown),
+                       data_root=str(colour_folder.parent))

@@ -1,0 +1,1 @@
+"""Judging a pre-trained backbone: the fixed labelled split and the probes."""
