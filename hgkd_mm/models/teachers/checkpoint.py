@@ -5,7 +5,13 @@ Three formats are recognised (after unwrapping a ``state_dict`` or ``model`` con
 - mmpretrain model-zoo files: ``backbone.*`` (``VisionTransformer``) and ``neck.*``
   (``MAEPretrainDecoder``); other prefixes (``head.``, ``data_preprocessor.``) are ignored.
 - timm ViT state dicts: ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``, ...;
-  classifier keys (``head.*``, ``fc_norm.*``) are ignored.
+  classifier keys (``head.*``, ``fc_norm.*``) are ignored. DINOv2 (``ls1.gamma``
+  LayerScale, ``reg_token`` registers) included.
+- the official DINOv2 release (``dinov2_vits14_pretrain.pth``, ...): timm names, with
+  ``register_tokens`` and a ``mask_token`` only used in DINOv2's own training, dropped.
+  With registers its position embedding has an entry for the class token but not for the
+  registers; it is folded into the class token, as timm converts these files, so the
+  teacher takes them with ``pos_embed_prefix=False``.
 - the official MAE release (``{'model': ...}``): timm-style encoder keys plus, in the
   ``visualize`` files, the decoder (``decoder_*``, ``mask_token``).
 
@@ -48,16 +54,24 @@ def _rename_timm_block(key: str) -> str:
 
 
 def convert_timm_vit(state_dict: StateDict) -> StateDict:
-    """timm ``VisionTransformer`` names -> mmpretrain ``VisionTransformer`` names.
+    """timm ``VisionTransformer`` names -> :class:`TeacherViT` names (mmpretrain's, plus
+    ``register_tokens``).
 
     Classifier keys are dropped. Unknown keys are kept unchanged, so that the strict load
     reports them as unexpected instead of silently dropping them.
     """
+    if 'register_tokens' in state_dict and 'pos_embed' in state_dict:  # official DINOv2
+        state_dict = dict(state_dict)
+        pos_embed = state_dict.pop('pos_embed')
+        state_dict['cls_token'] = state_dict['cls_token'] + pos_embed[:, :1]
+        state_dict['pos_embed'] = pos_embed[:, 1:]
     converted = {}
     for key, value in state_dict.items():
         if key.startswith(_TIMM_CLASSIFIER_PREFIXES):
             continue
-        if key.startswith('patch_embed.proj.'):
+        if key == 'reg_token':
+            key = 'register_tokens'
+        elif key.startswith('patch_embed.proj.'):
             key = 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
         elif key.startswith('blocks.'):
             index, rest = key[len('blocks.'):].split('.', 1)
@@ -165,6 +179,8 @@ def load_teacher_checkpoint(path: str) -> Tuple[StateDict, Optional[StateDict]]:
         is_decoder_key = lambda k: k.startswith(_MAE_DECODER_PREFIXES)  # noqa: E731
         encoder = convert_timm_vit({k: v for k, v in state_dict.items() if not is_decoder_key(k)})
         decoder = convert_mae_decoder({k: v for k, v in state_dict.items() if is_decoder_key(k)})
+        if set(decoder) == {'mask_token'}:  # DINOv2's (iBOT) mask token: no MAE decoder
+            decoder = {}
     return encoder, (decoder or None)
 
 
@@ -173,6 +189,24 @@ def _format_keys(title: str, keys: List[str], limit: int = 30) -> str:
         return ''
     more = f' ... ({len(keys) - limit} more)' if len(keys) > limit else ''
     return f'\n  {title} ({len(keys)}): {", ".join(keys[:limit])}{more}'
+
+
+def _hints(keys: List[str]) -> str:
+    """The teacher options that the mismatched ``keys`` point to."""
+    hints = []
+    if any('.gamma1.' in k or '.gamma2.' in k for k in keys):
+        hints.append('LayerScale weights (gamma1/gamma2) on one side only: set '
+                     'teacher.layer_scale_init_value > 0 for checkpoints with LayerScale '
+                     '(DINOv2: 1e-5), 0 for those without')
+    if any(k.startswith('register_tokens') for k in keys):
+        hints.append('register tokens on one side only: set teacher.num_register_tokens '
+                     '(4 for *_reg4_dinov2) and teacher.pos_embed_prefix=False')
+    if any(k.startswith('pos_embed') for k in keys):
+        hints.append('pos_embed: teacher.img_size must be the checkpoint\'s training size '
+                     '(518 for DINOv2, 224 for MAE; other input sizes are interpolated), and '
+                     'teacher.pos_embed_prefix=False for position embeddings without the '
+                     'class token (timm no_embed_class, DINOv2 with registers)')
+    return ''.join(f'\n  hint: {hint}' for hint in hints)
 
 
 def load_state_dict_strict(module: nn.Module, state_dict: StateDict, path: str,
@@ -195,6 +229,7 @@ def load_state_dict_strict(module: nn.Module, state_dict: StateDict, path: str,
         raise RuntimeError(
             f'Teacher checkpoint {path!r} does not match the {part} '
             f'({type(module).__name__}); check the teacher arch, patch_size and img_size.'
+            + _hints(missing + unexpected + mismatched)
             + _format_keys('missing keys', missing)
             + _format_keys('unexpected keys', unexpected)
             + _format_keys('shape mismatches (checkpoint vs model)', mismatched))

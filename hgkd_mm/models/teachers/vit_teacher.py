@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.necks import MAEPretrainDecoder
 from mmpretrain.models.utils import resize_pos_embed, to_2tuple
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from .checkpoint import load_state_dict_strict, load_teacher_checkpoint
+from .patch_grid import visible_patches
+from .vit_backbone import TeacherViT
 
 INPUT_MODES = ('full', 'masked')
 # The teacher fixes these VisionTransformer options itself.
@@ -113,7 +114,8 @@ def _tokens_to_grid(tokens: Tensor, grid_hw: Tuple[int, int]) -> Tensor:
 
 @MODELS.register_module()
 class FrozenViTTeacher(BaseModule):
-    """A frozen mmpretrain ``VisionTransformer`` giving patch-token targets.
+    """A frozen ViT (mmpretrain's ``VisionTransformer`` as :class:`TeacherViT`, which adds
+    timm's DINOv2 token layouts) giving patch-token targets.
 
     The module always stays in eval mode (``train()`` is a no-op), its parameters never
     require grad, and ``forward`` runs under ``torch.no_grad()``, in bf16 autocast on CUDA.
@@ -133,17 +135,22 @@ class FrozenViTTeacher(BaseModule):
         zeros at masked positions, which therefore carry no target (a warning is logged).
 
     Args:
-        arch: ``VisionTransformer`` arch name (``'base'``) or dict.
-        img_size: the size the checkpoint's ``pos_embed`` was trained for; other input
-            sizes work (``pos_embed`` is interpolated).
-        patch_size: ViT patch size.
+        arch: ``VisionTransformer`` arch name (any of its ``arch_zoo``: ``'base'``,
+            ``'dinov2-s'``, ...) or dict.
+        img_size: the size the checkpoint's ``pos_embed`` was trained for (518 for
+            DINOv2); any input size works, square or not (``pos_embed`` is interpolated,
+            the image padded to whole patches).
+        patch_size: ViT patch size; one that does not divide the mask cell (14) is
+            taken in ``'full'`` mode (see :mod:`.patch_grid` for the loss positions).
         out_layers: block indices to return, negative allowed, strictly increasing.
         input_mode: ``'full'`` or ``'masked'``.
         checkpoint: path to an mmpretrain, timm or official MAE checkpoint, loaded
             strictly; ``None`` keeps a random teacher (for tests and benchmarks).
         autocast: run in bf16 autocast on CUDA (float32 on CPU either way).
         decoder_num_heads: attention heads of the MAE decoder (not stored in checkpoints).
-        **vit_kwargs: passed to ``VisionTransformer``.
+        **vit_kwargs: passed to :class:`TeacherViT` / ``VisionTransformer``; for DINOv2
+            ``layer_scale_init_value=1e-5`` (LayerScale), and with registers
+            ``num_register_tokens=4, pos_embed_prefix=False``.
     """
 
     def __init__(self,
@@ -162,7 +169,7 @@ class FrozenViTTeacher(BaseModule):
         fixed = sorted(set(_FIXED_VIT_OPTIONS) & set(vit_kwargs))
         if fixed:
             raise ValueError(f'FrozenViTTeacher sets {fixed} itself; use out_layers instead')
-        self.vit = VisionTransformer(
+        self.vit = TeacherViT(
             arch=arch, img_size=img_size, patch_size=patch_size, out_type='featmap',
             final_norm=True, with_cls_token=True, **vit_kwargs)
         patch_embed = self.vit.patch_embed
@@ -246,6 +253,12 @@ class FrozenViTTeacher(BaseModule):
                 grids = self._forward_masked(inputs, mask)
         return [grid.float() for grid in grids]
 
+    def visible_patches(self, mask: Tensor, image_hw: Tuple[int, int]) -> Tensor:
+        """The student's ``mask (B, h, w)`` on this teacher's patch grid of an ``image_hw``
+        image, ``(B, Ht, Wt)`` bool: a patch is masked when at least half of its area lies
+        in masked cells (:mod:`.patch_grid`)."""
+        return visible_patches(mask, image_hw, self.patch_size)
+
     def patch_visibility(self, mask: Tensor, grid_hw: Tuple[int, int]) -> Tensor:
         """``(B, h, w)`` bool mask -> ``(B, Ht*Wt)`` bool on the teacher's patch grid."""
         if mask.dtype != torch.bool or mask.dim() != 3:
@@ -253,21 +266,20 @@ class FrozenViTTeacher(BaseModule):
                              f'{tuple(mask.shape)}')
         (grid_h, grid_w), (mask_h, mask_w) = grid_hw, mask.shape[1:]
         if grid_h % mask_h or grid_w % mask_w:
-            raise ValueError(f'the teacher grid {grid_hw} is not a multiple of the mask grid '
-                             f'{(mask_h, mask_w)}')
+            raise ValueError(f"input_mode='masked': the teacher grid {grid_hw} is not a "
+                             f'multiple of the mask grid {(mask_h, mask_w)}; the patch size '
+                             f'{self.patch_size} must divide the mask cell (a patch must not '
+                             "straddle cells); use input_mode='full'")
         return (mask.repeat_interleave(grid_h // mask_h, 1)
                 .repeat_interleave(grid_w // mask_w, 2).flatten(1))
 
     def _forward_masked(self, inputs: Tensor, mask: Tensor) -> List[Tensor]:
         """The MAE encoder over visible patches (then the decoder, if any)."""
         vit = self.vit
-        patch_tokens, grid_hw = vit.patch_embed(inputs)  # (B, N, D)
-        pos_embed = resize_pos_embed(vit.pos_embed, vit.patch_resolution, grid_hw,
-                                     mode=vit.interpolate_mode, num_extra_tokens=1)
+        prefix, patch_tokens, grid_hw = vit.embed(inputs)  # (B, P, D), (B, N, D)
         ids_visible = visible_indices(self.patch_visibility(mask, grid_hw))  # (B, Nv)
-        visible_tokens = _gather_tokens(patch_tokens + pos_embed[:, 1:], ids_visible)
-        cls_token = (vit.cls_token + pos_embed[:, :1]).expand(len(inputs), -1, -1)
-        tokens = vit.pre_norm(vit.drop_after_pos(torch.cat([cls_token, visible_tokens], 1)))
+        visible_tokens = _gather_tokens(patch_tokens, ids_visible)
+        tokens = vit.pre_norm(vit.drop_after_pos(torch.cat([prefix, visible_tokens], 1)))
 
         outputs = []  # (B, 1 + Nv, D) per out layer
         for index, layer in enumerate(vit.layers):
@@ -277,13 +289,17 @@ class FrozenViTTeacher(BaseModule):
             if index in self.out_layers:
                 outputs.append(tokens)
 
-        if self.decoder is not None:
-            return [self._decode(outputs[-1], ids_visible, grid_hw)]
+        num_prefix = prefix.shape[1]  # class (and register) tokens
+        if self.decoder is not None:  # MAE's decoder takes the class and patch tokens
+            tokens = outputs[-1]
+            return [self._decode(torch.cat([tokens[:, :1], tokens[:, num_prefix:]], 1),
+                                 ids_visible, grid_hw)]
         num_patches = grid_hw[0] * grid_hw[1]
         grids = []
         for tokens in outputs:
+            visible_out = tokens[:, num_prefix:]
             full = tokens.new_zeros(len(tokens), num_patches, tokens.shape[-1])
-            full.scatter_(1, ids_visible[..., None].expand_as(tokens[:, 1:]), tokens[:, 1:])
+            full.scatter_(1, ids_visible[..., None].expand_as(visible_out), visible_out)
             grids.append(_tokens_to_grid(full, grid_hw))
         return grids
 
@@ -296,10 +312,11 @@ class FrozenViTTeacher(BaseModule):
         """
         decoder = self.decoder
         tokens = decoder.decoder_embed(encoder_tokens)  # (B, 1 + Nv, Dd)
-        visible = tokens[:, 1:]
+        visible_tokens = tokens[:, 1:]
         num_patches = grid_hw[0] * grid_hw[1]
         patches = decoder.mask_token.to(tokens.dtype).repeat(len(tokens), num_patches, 1)
-        patches = patches.scatter(1, ids_visible[..., None].expand_as(visible), visible)
+        patches = patches.scatter(1, ids_visible[..., None].expand_as(visible_tokens),
+                                  visible_tokens)
         pos_embed = resize_pos_embed(decoder.decoder_pos_embed,
                                      to_2tuple(int(decoder.num_patches**0.5)), grid_hw,
                                      mode='bicubic', num_extra_tokens=1)
