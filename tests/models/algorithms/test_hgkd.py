@@ -95,9 +95,9 @@ def test_input_not_multiple_of_32():
         model.loss(torch.randn(1, 3, 80, 64))
 
 
-def test_teacher_grid_must_align_with_student_strides():
-    with pytest.raises(ValueError, match='out_stride'):
-        build(teacher=dict(type='FrozenViTTeacher', arch=TINY_VIT, img_size=60, patch_size=12))
+def test_teacher_patch_and_decoder_stride_must_fit():
+    with pytest.raises(ValueError, match=r'out_stride=64 .* must be in \(0, 32\]'):
+        build(teacher=dict(type='FrozenViTTeacher', arch=TINY_VIT, img_size=64, patch_size=64))
     with pytest.raises(ValueError, match='out_stride'):
         build(neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), channels=64,
                         out_stride=32))
