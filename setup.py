@@ -16,7 +16,7 @@ setup(
     # mmengine 0.10.7 resolves `mmpretrain::` config bases with pkg_resources, which newer
     # setuptools (pulled in by torch >= 2.6) no longer ship; numpy < 2 as requirements/
     install_requires=['torch>=2.0', 'mmengine==0.10.7', 'mmcv>=2.0.0,<2.2.0', 'mmpretrain==1.2.0',
-                      'setuptools<81', 'numpy<2'],
+                      'setuptools<81', 'numpy<2', 'matplotlib'],
     extras_require={
         # downstream tasks: mmdet Mask R-CNN and mmseg UperNet
         'det': ['mmdet==3.3.0', 'pycocotools'],
@@ -29,6 +29,8 @@ setup(
         'spconv-cu121': ['spconv-cu121==2.3.8'],
         'spconv-cu124': ['spconv-cu124==2.3.8'],
         'spconv-cu126': ['spconv-cu126==2.3.8'],
+        # mmengine's TensorboardVisBackend (visualizer.vis_backends)
+        'tensorboard': ['tensorboard'],
         'tests': read_requirements('tests'),
         'all': ['mmdet==3.3.0', 'pycocotools', 'mmsegmentation==1.2.2', 'ftfy', 'regex'] + read_requirements('tests'),
     },
