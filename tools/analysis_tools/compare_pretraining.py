@@ -57,7 +57,7 @@ from typing import Optional, Sequence
 import torch
 from mmengine.config import Config, DictAction
 
-from hgkd_mm.evaluation import probe, splits
+from hgkd_mm.evaluation import probe, splits, step_time
 from hgkd_mm.utils.cli import dump_json, image_size, non_negative_int, positive_int
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -348,16 +348,55 @@ def model_rows(stages: dict, mae_config: str, args: argparse.Namespace,
     return [dict(row, img_size=args.img_size) for row in rows]
 
 
+def step_seconds(configs: dict, args: argparse.Namespace) -> dict:
+    """Median seconds per step of the H-GKD and SparK stage configs, measured side by side
+    in this process (:mod:`hgkd_mm.evaluation.step_time`); cached in ``step_time.json``."""
+    out = osp.join(args.work_dir, 'step_time.json')
+    settings = dict(iters=args.time_steps, batch_size=args.student_batch_size,
+                    img_size=args.img_size, threads=torch.get_num_threads(),
+                    configs={name: open(configs[name]).read() for name in ('hgkd', 'spark')})
+    if osp.isfile(out):
+        with open(out) as f:
+            saved = json.load(f)
+        if saved['settings'] == settings:
+            return saved['median_s']
+    print(f'[compare] timing the H-GKD and SparK steps side by side ({args.time_steps} each)',
+          flush=True)
+    result = step_time.time_steps({name: configs[name] for name in ('hgkd', 'spark')},
+                                  args.student_batch_size, args.img_size, args.time_steps)
+    median = {name: part['median_s'] for name, part in result.items()}
+    dump_json(out, dict(settings=settings, median_s=median,
+                        times_s={name: part['times_s'] for name, part in result.items()},
+                        machine=machine()), indent=1)
+    return median
+
+
+# two-sided 95% Student-t quantiles by degrees of freedom
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262}
+
+
+def interval(result: dict) -> str:
+    """``mean ± half-width of the 95% t-interval`` over the seeds (``mean`` for one)."""
+    top1 = [run['top1'] for run in result['runs']]
+    if len(top1) < 2:
+        return f'{top1[0]:.2f}'
+    half = T_975.get(len(top1) - 1, 1.96) * result['top1_std'] / math.sqrt(len(top1))
+    return f"{result['top1_mean']:.2f} ± {half:.2f}"
+
+
 def format_table(rows: Sequence[dict]) -> str:
-    header = ('method', 'pre-training', 'steps', 'img', 'linear top-1 (mean ± std)',
-              'fine-tune top-1 (mean ± std)')
+    header = ('method', 'pre-training', 'steps', 'time (step s x steps)', 'img',
+              'linear top-1 (mean ± 95% CI)', 'fine-tune top-1 (mean ± 95% CI)')
     lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
     for row in rows:
-        cells = [row['method'], row['pretraining'], str(row['steps']), str(row['img_size'])]
+        time_cell = (f"{row['step_s'] * row['steps']:.0f} s ({row['step_s']:.2f} x "
+                     f"{row['steps']})" if 'step_s' in row else '-')
+        cells = [row['method'], row['pretraining'], str(row['steps']), time_cell,
+                 str(row['img_size'])]
         for mode in ('linear', 'finetune'):
             result = row.get(mode)
-            cells.append(f"{result['top1_mean']:.2f} ± {result['top1_std']:.2f}"
-                         if result else '-')
+            cells.append(interval(result) if result else '-')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -403,6 +442,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--eval-split', choices=('val', 'test'), default='val',
                         help='caltech101 part the probes report (val for choices; test once '
                         'per final model)')
+    parser.add_argument('--time-steps', type=non_negative_int, default=0, metavar='N',
+                        help='time N H-GKD and SparK steps side by side in this process and '
+                        'report each student\'s pre-training time (equal-time comparisons)')
     parser.add_argument('--hgkd-options', nargs='+', action=DictAction, default={},
                         metavar='KEY=VALUE',
                         help='overrides of the H-GKD stage config, e.g. model.head.loss_on=all '
@@ -457,6 +499,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     rows = [row for row in model_rows(stages, configs['mae'], args, pool_images)
             if row['name'] in args.methods]
+    if args.time_steps:
+        seconds = step_seconds(configs, args)
+        for row in rows:
+            if row['name'] in seconds:
+                row['step_s'] = seconds[row['name']]
     for row in rows:
         for mode in ('linear', 'finetune') if args.finetune else ('linear', ):
             row[mode] = run_probe(row['name'], row['checkpoint'], row['arch'], args, data, mode)

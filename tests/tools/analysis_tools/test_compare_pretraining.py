@@ -64,6 +64,21 @@ def test_smoke_end_to_end_then_resume(tmp_path):
     rows = json.loads((variant / 'results.json').read_text())['rows']
     assert [row['method'] for row in rows] == METHODS[:1]
 
+    # a given teacher: no MAE stage; the students' steps timed side by side; test part
+    given = tmp_path / 'given_teacher'
+    fourth = run_compare(given, '--teacher', str(work_dir / 'mae' / 'epoch_1.pth'),
+                         '--teacher-config', str(work_dir / 'configs' / 'mae.py'),
+                         '--methods', 'hgkd', 'spark', '--time-steps', '1',
+                         '--eval-split', 'test')
+    assert not (given / 'mae').exists() and 'timing the H-GKD and SparK steps' in fourth.stdout
+    summary = json.loads((given / 'results.json').read_text())
+    assert summary['eval_split'] == 'test'
+    assert all(row['step_s'] > 0 for row in summary['rows'])
+    assert 'x 2)' in summary['table']  # seconds per step x 2 steps
+    assert (given / 'probe' / 'hgkd_linear_test.json').is_file()
+    missing = run_compare(tmp_path / 'missing', '--teacher', str(tmp_path / 'none.pth'), ok=False)
+    assert '--teacher: no file' in missing.stderr
+
     # the first work dir's H-GKD stage was trained with other options: not reused
     changed = run_compare(work_dir, '--methods', 'hgkd', '--hgkd-options',
                           'model.head.loss_on=all', ok=False)
