@@ -13,13 +13,16 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+from torch.distributed.elastic.multiprocessing.errors import record
 
+from hgkd_mm.engine import NonFiniteGuardHook, SkippedImagesHook
 from hgkd_mm.utils import (allow_mmengine_checkpoint_globals, check_checkpoint_variable,
-                           check_data_paths, close_process_group, merge_cfg_options,
-                           setup_launcher)
+                           check_data_paths, check_resume_checkpoint, close_process_group,
+                           merge_cfg_options, setup_launcher)
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,10 +98,46 @@ def load_config(args: argparse.Namespace) -> Config:
     return merge_args(cfg, args)
 
 
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """Save with hgkd_mm's ``AtomicCheckpointHook`` where the config names mmengine's
+    ``CheckpointHook`` (its arguments are the same): checkpoints are then written
+    atomically and the old ones deleted only after the new one is complete."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook', CheckpointHook):
+        hook['type'] = 'AtomicCheckpointHook'
+
+
+def add_safety_hooks(cfg: Config) -> None:
+    """Add ``NonFiniteGuardHook`` (stop at the first NaN/Inf loss or gradient norm) and
+    ``SkippedImagesHook`` (count the images skipped as unreadable at each epoch's end)
+    unless the config lists them (e.g. with ``max_skipped_steps``)."""
+    hooks = cfg.setdefault('custom_hooks', [])
+    for hook_class in (NonFiniteGuardHook, SkippedImagesHook):
+        if not any(isinstance(hook, dict) and hook.get('type') in (hook_class.__name__,
+                                                                  hook_class)
+                   for hook in hooks):
+            hooks.append(dict(type=hook_class.__name__))
+
+
+def check_resume(cfg: Config) -> None:
+    """Stop before building anything when the checkpoint to resume from does not load,
+    naming it and the last readable checkpoint; pin an automatic resume to the file that
+    ``last_checkpoint`` named when it was checked."""
+    if not cfg.get('resume'):
+        return
+    checked = check_resume_checkpoint(cfg.work_dir, cfg.get('load_from'))
+    if checked is not None:
+        cfg.load_from = checked
+
+
+@record  # under torchrun, a failing rank's exception is the job's reported root cause
 def main() -> None:
     args = parse_args()
     allow_mmengine_checkpoint_globals()
     cfg = load_config(args)
+    use_atomic_checkpoints(cfg)
+    add_safety_hooks(cfg)
+    check_resume(cfg)
     check_data_paths(cfg, ('train_dataloader', 'val_dataloader'))
     setup_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -89,5 +89,8 @@ class _Reduces:
 def test_safe_load_refuses_other_globals(tmp_path, payload):
     path = str(tmp_path / 'unsafe.pth')
     torch.save({'meta': payload}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError) as refused:
         safe_load(path)
+    message = str(refused.value)  # names the file and the reason, without torch's advice
+    assert message.startswith(f'cannot read checkpoint {path}: it asks for ')
+    assert 'refused by weights_only=True' in message and 'weights_only=False' not in message
