@@ -11,7 +11,10 @@ from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_p
 from mmengine.hooks import Hook, LoggerHook
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
+
+from hgkd_mm.datasets.sample_seed import SeedSample, seed_samples
 
 
 def get_rng_states() -> dict[str, Any]:
@@ -66,6 +69,11 @@ class RNGStateHook(Hook):
     in a distributed run, every rank's to ``checkpoint['meta']['rng_state_ranks']``:
     they are gathered at the end of each training epoch, before ``CheckpointHook`` saves.
 
+    With dataloader workers the transforms draw from the workers' RNGs instead: the hook
+    makes each worker seed every sample from (seed, epoch, sample index)
+    (:func:`hgkd_mm.datasets.sample_seed.seed_samples`), so the augmentation after a resume
+    is that of the uninterrupted run, persistent workers included.
+
     On resume (not on ``load_from``, which starts at iteration 0 with the config's seed)
     each rank restores its own states. A distributed resume from a checkpoint without
     them (saved mid-epoch, or with another number of processes) restores rank 0's on
@@ -79,6 +87,11 @@ class RNGStateHook(Hook):
     def __init__(self) -> None:
         self._loaded: Optional[dict[str, Any]] = None
         self._gathered: Optional[tuple[int, list]] = None  # (iteration, every rank's)
+        self._sample_seed: Optional[SeedSample] = None
+
+    def before_train_epoch(self, runner) -> None:
+        if self._sample_seed is not None:  # before the epoch's first batch is requested
+            self._sample_seed.epoch.value = runner.epoch
 
     def after_train_epoch(self, runner) -> None:
         if get_world_size() > 1:  # every rank runs this; only rank 0 saves
@@ -96,6 +109,8 @@ class RNGStateHook(Hook):
     def before_train(self, runner) -> None:
         # after ``Runner.resume``, which re-seeds when the checkpoint's seed differs from
         # the config's; a checkpoint from ``load_from`` leaves the run at iteration 0
+        if isinstance(runner.train_loop, EpochBasedTrainLoop):  # an iteration loop replays
+            self._sample_seed = seed_samples(runner.train_dataloader, runner.seed)
         meta, self._loaded = self._loaded, None
         if not meta or 'rng_state' not in meta or runner.iter == 0:
             return

@@ -25,8 +25,9 @@ def reseed(seed: int) -> None:
 
 
 def resumed(iteration: int = 5) -> SimpleNamespace:
-    """The runner attributes the hook reads; ``iter`` is 0 after ``load_from``."""
-    return SimpleNamespace(iter=iteration, logger=mock.Mock())
+    """The runner attributes the hook reads; ``iter`` is 0 after ``load_from``; no epoch
+    loop (whose dataloader workers the hook would seed: tests/datasets/test_sample_seed.py)."""
+    return SimpleNamespace(iter=iteration, logger=mock.Mock(), train_loop=None)
 
 
 def test_registered_for_every_scope():
