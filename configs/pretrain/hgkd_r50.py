@@ -90,5 +90,7 @@ default_hooks = dict(
 custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook')]
 # fixed 224 px input: let cuDNN pick its fastest convolutions, as the speed benchmark does
 # (tools/analysis_tools/benchmark_pretrain.py; mmpretrain's default runtime leaves it off)
-env_cfg = dict(cudnn_benchmark=True)
+# a rank that stops answering (a hung node) fails every collective after 30 minutes instead
+# of blocking the job; a killed rank ends it at once (torchrun stops the others)
+env_cfg = dict(cudnn_benchmark=True, dist_cfg=dict(timeout=1800))
 randomness = dict(seed=0, diff_rank_seed=True)

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
-import re
 import sys
-import tempfile
 from typing import Dict, Mapping
 
 import torch
@@ -52,13 +50,11 @@ def load_hgkd_checkpoint(path: str) -> dict:
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'H-GKD checkpoint not found: {path}')
-    from hgkd_mm.utils.checkpoint_io import allow_mmengine_checkpoint_globals
-    allow_mmengine_checkpoint_globals()
+    from hgkd_mm.utils.checkpoint_io import CheckpointReadError, safe_load
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # any file that is not a checkpoint: text, JSON, truncated
-        raise ConversionError(f'cannot read {path} (truncated or not a torch checkpoint): '
-                              f'{_load_failure(error)}') from error
+        checkpoint = safe_load(path)
+    except CheckpointReadError as error:  # names the file and why (refused, truncated, ...)
+        raise ConversionError(str(error)) from error
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict')
     if 'state_dict' not in checkpoint:
@@ -68,16 +64,12 @@ def load_hgkd_checkpoint(path: str) -> dict:
             isinstance(v, Tensor) for v in state_dict.values()):
         raise ConversionError(f'{path}: state_dict is not a dict of tensors')
     _check_is_hgkd(state_dict, path)
+    non_finite = [k for k, v in state_dict.items()
+                  if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise ConversionError(f'{path}: NaN or Inf in {len(non_finite)} tensors '
+                              f'({", ".join(non_finite[:5])}); not converting a diverged run')
     return dict(checkpoint)
-
-
-def _load_failure(error: Exception) -> str:
-    """The reason ``torch.load`` gave, without its advice to set ``weights_only=False``."""
-    refused = re.search(r'WeightsUnpickler error:\s*(.+)', str(error))
-    if refused:
-        return f'the safe unpickler refused it ({refused.group(1).strip()})'
-    first_line = (str(error).splitlines() or [''])[0]
-    return f'{type(error).__name__}: {first_line}'
 
 
 def _check_is_hgkd(state_dict: Mapping[str, Tensor], path: str) -> None:
@@ -142,12 +134,6 @@ def _plain_meta(checkpoint: Mapping, in_path: str, depth: int, fmt: str) -> dict
     return plain
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_out_path(in_path: str, out_path: str) -> None:
     """Refuse an OUT that names a folder or IN itself (which the rename would replace)."""
     if out_path.endswith(os.sep) or osp.isdir(out_path):
@@ -159,22 +145,13 @@ def check_out_path(in_path: str, out_path: str) -> None:
 
 def save_atomic(obj: object, out_path: str) -> None:
     """``torch.save`` to a temporary file beside ``out_path``, then rename it."""
-    out_dir = osp.dirname(osp.abspath(out_path))
+    from hgkd_mm.utils.checkpoint_io import atomic_write
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
     except OSError as error:
         raise ConversionError(f'cannot create the folder of OUT {out_path}: {error}') from error
-    fd, tmp_path = tempfile.mkstemp(prefix='.' + osp.basename(out_path), suffix='.tmp',
-                                    dir=out_dir)
-    try:
-        with os.fdopen(fd, 'wb') as file:
-            torch.save(obj, file)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; OUT gets open()'s mode
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_write(out_path) as file:
+        torch.save(obj, file)
 
 
 def convert(in_path: str, out_path: str, fmt: str = 'mmpretrain') -> StateDict:

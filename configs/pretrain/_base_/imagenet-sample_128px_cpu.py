@@ -31,3 +31,6 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=3, max_keep_ckpts=1))
 custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook')]
 randomness = dict(seed=0)
+# multi-process runs (tools/dist_train.sh): a rank that stops answering fails the
+# collectives after 5 minutes instead of blocking the job
+env_cfg = dict(dist_cfg=dict(timeout=300))

@@ -238,3 +238,33 @@ def test_command_line_refuses_text_file(tmp_path):
     assert f'error: cannot read {path}' in result.stderr
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_refuses_non_finite_weights(hgkd_r18, tmp_path):
+    """A diverged run's checkpoint is not converted (it would train downstream on NaN)."""
+    checkpoint = torch.load(hgkd_r18, map_location='cpu', weights_only=True)
+    checkpoint['state_dict']['backbone.layer1.0.conv1.weight'][0, 0, 0, 0] = float('nan')
+    path = tmp_path / 'diverged.pth'
+    torch.save(checkpoint, path)
+    with pytest.raises(hgkd_to_dense.ConversionError,
+                       match=f'{path}: NaN or Inf in 1 tensors .backbone.layer1.0.conv1.weight'):
+        hgkd_to_dense.convert(str(path), str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()
+
+
+class RunsCode:
+    """Pickles as ``os.system('...')``: a checkpoint that would run a command when loaded."""
+
+    def __reduce__(self):
+        return os.system, ('echo pwned',)
+
+
+def test_refuses_a_pickle_that_would_run_code_by_name(tmp_path):
+    path = tmp_path / 'crafted.pth'
+    torch.save({'state_dict': {}, 'meta': RunsCode()}, path)
+    with pytest.raises(hgkd_to_dense.ConversionError) as error:
+        hgkd_to_dense.convert(str(path), str(tmp_path / 'out.pth'))
+    message = str(error.value)
+    assert message.startswith(f'cannot read checkpoint {path}: it asks for ')
+    assert 'system, which could run code: refused by weights_only=True' in message
+    assert 'truncated' not in message and 'weights_only=False' not in message
