@@ -14,6 +14,19 @@ from helpers import (EPOCHS_2, convert, make_image_folder, run_tool,  # noqa: E4
                      short_hgkd_run, train_and_save_hgkd, write_cls_config)
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: a long sweep, run only when selected (-m slow)')
+
+
+def pytest_collection_modifyitems(config, items):
+    if 'slow' in (config.getoption('markexpr') or ''):
+        return
+    skip = pytest.mark.skip(reason='a long sweep: run it with -m slow')
+    for item in items:
+        if 'slow' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope='session')
 def image_folder(tmp_path_factory) -> Path:
     """Two classes of four random 32x32 images."""
