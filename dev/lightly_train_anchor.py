@@ -126,13 +126,30 @@ def read_ann_file(ann_file: str, data_root: str) -> List[str]:
     return paths
 
 
-def export_teacher(checkpoint: str, out: str, num_heads: int) -> None:
-    """Write the teacher encoder of ``checkpoint`` for ``train`` (run in .venv)."""
+def export_teacher(checkpoint: str, out: str, num_heads: int,
+                   img_size: Optional[int] = None) -> None:
+    """Write the teacher encoder of ``checkpoint`` for ``train`` (run in .venv).
+
+    With an ``img_size`` other than the checkpoint's, ``pos_embed`` is resized by
+    mmpretrain's ``resize_pos_embed``, as ``FrozenViTTeacher`` does at that input size
+    (timm's own resampling is antialiased bicubic: other numbers).
+    """
     from hgkd_mm.models.teachers import load_teacher_checkpoint
+    from mmpretrain.models.utils import resize_pos_embed
     encoder_state, _ = load_teacher_checkpoint(checkpoint)  # the decoder is not used
     vit_kwargs = timm_vit_kwargs(encoder_state, num_heads)
+    patch_size, trained_size = vit_kwargs['patch_size'], vit_kwargs['img_size']
+    if img_size is not None and img_size != trained_size:
+        if img_size % patch_size:
+            raise ValueError(f'--img-size {img_size} is not a multiple of the patch size '
+                             f'{patch_size}')
+        encoder_state['pos_embed'] = resize_pos_embed(
+            encoder_state['pos_embed'], (trained_size // patch_size, ) * 2,
+            (img_size // patch_size, ) * 2, mode='bicubic', num_extra_tokens=1)
+        vit_kwargs['img_size'] = img_size
     state_dict = mmpretrain_to_timm(encoder_state, build_timm_teacher(vit_kwargs, None))
     build_timm_teacher(vit_kwargs, state_dict)  # a strict load: fails here, not in train
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     torch.save(dict(timm_vit_kwargs=vit_kwargs, state_dict=state_dict), out)
     print(f'teacher {checkpoint} -> {out}: timm VisionTransformer{vit_kwargs}')
 
@@ -165,9 +182,10 @@ def train(args: argparse.Namespace) -> None:
                                           depth=6, num_heads=3, mlp_ratio=4.0), None)
     else:
         teacher = load_exported_teacher(args.teacher)
-    if teacher.patch_embed.img_size != (args.img_size, args.img_size):
-        raise ValueError(f'--img-size {args.img_size}: the teacher was trained at '
-                         f'{teacher.patch_embed.img_size[0]} px')
+        if teacher.patch_embed.img_size != (args.img_size, args.img_size):
+            raise ValueError(f'--img-size {args.img_size}: --teacher {args.teacher} was exported '
+                             f'for {teacher.patch_embed.img_size[0]} px (export-teacher '
+                             f'--img-size {args.img_size})')
     optim_args = None if args.lr is None else dict(lr=args.lr)
     lightly_train.pretrain(
         out=args.work_dir,
@@ -190,6 +208,7 @@ def train(args: argparse.Namespace) -> None:
     exported = osp.join(args.work_dir, 'exported_models', 'exported_last.pt')
     student = torchvision.models.resnet18()
     student.load_state_dict(torch.load(exported, map_location='cpu', weights_only=True))
+    os.makedirs(osp.dirname(osp.abspath(args.student_out)), exist_ok=True)
     partial = args.student_out + '.partial'
     torch.save(student.state_dict(), partial)
     os.replace(partial, args.student_out)
@@ -227,6 +246,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     export.add_argument('out', help='file for train --teacher')
     export.add_argument('--num-heads', type=positive_int, default=3,
                         help='attention heads (not stored in checkpoints; 3 for the demo ViT)')
+    export.add_argument('--img-size', type=positive_int,
+                        help="train's --img-size, if not the checkpoint's (pos_embed resized)")
     run = commands.add_parser('train', help='in the lightly-train venv: distil a ResNet-18')
     run.add_argument('--teacher', required=True, help="export-teacher's file, or 'random'")
     run.add_argument('--ann-file', required=True, help='image paths, one per line')
@@ -259,7 +280,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     if args.command == 'export-teacher':
-        export_teacher(args.checkpoint, args.out, args.num_heads)
+        export_teacher(args.checkpoint, args.out, args.num_heads, args.img_size)
     else:
         train(args)
 
