@@ -2,7 +2,7 @@
 pretraining comparison.
 
 lightly-train (AGPL-3.0) is not a dependency of hgkd_mm. Installing it into .venv would
-change that venv's setuptools (and more), so it lives in a venv of its own::
+upgrade numpy to 2 there (hgkd_mm pins numpy<2), so it lives in a venv of its own::
 
     python3.11 -m venv /work/lt_venv && /work/lt_venv/bin/pip install lightly-train timm
 
@@ -15,7 +15,7 @@ The teacher checkpoints are mmengine files that only .venv can read, so a run ha
    --ann-file configs/splits/pool.txt --data-root ../shared/data --steps N --batch-size B
    --work-dir DIR --student-out STUDENT.pth``: ``lightly_train.pretrain(method=
    'distillation')`` with that teacher and a torchvision ResNet-18 student, for exactly N
-   optimizer steps of B images at 96 px. The student is saved as a torchvision ResNet-18
+   optimizer steps of B images at --img-size px (96). The student is saved as a torchvision ResNet-18
    state dict (what tools/analysis_tools/probe.py reads).
 
 The teacher is a timm ``VisionTransformer`` handed to lightly-train as
@@ -155,6 +155,7 @@ def export_teacher(checkpoint: str, out: str, num_heads: int,
 
 
 def load_exported_teacher(path: str) -> torch.nn.Module:
+    """The frozen timm teacher from an ``export-teacher`` file (no mm package needed)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'--teacher: no file {path} (write it with export-teacher)')
     exported = torch.load(path, map_location='cpu', weights_only=True)
