@@ -171,19 +171,26 @@ class HGKDSparseResNet(ResNet):
                                norm=lambda norm, x, relu: norm(x, relu=relu),
                                output=layout.scatter)
 
+    @classmethod
+    def grid_size(cls, inputs: Tensor) -> Tuple[int, int]:
+        """``(H/32, W/32)``, the mask grid of ``inputs (B, 3, H, W)``; refuses sizes that
+        are not multiples of the stride."""
+        height, width = inputs.shape[-2:]
+        if height % cls.stride or width % cls.stride:
+            raise ValueError(f'input size {height}x{width} must be a multiple of {cls.stride} '
+                             '(the student stride); check the crop/resize size in the pipeline')
+        return height // cls.stride, width // cls.stride
+
     def forward(self, inputs: Tensor, mask: Optional[Tensor] = None,
                 num_visible: Optional[int] = None) -> Tuple[Tensor, ...]:
-        batch, _, height, width = inputs.shape
-        if height % self.stride or width % self.stride:
-            raise ValueError(f'input size {height}x{width} must be a multiple of {self.stride} '
-                             '(the student stride); check the crop/resize size in the pipeline')
         if mask is None:
-            mask = inputs.new_ones(batch, height // self.stride, width // self.stride,
-                                   dtype=bool)
+            mask = inputs.new_ones(inputs.shape[0], *self.grid_size(inputs), dtype=bool)
             num_visible = mask[0].numel()
-        elif tuple(mask.shape) != (batch, height // self.stride, width // self.stride):
-            raise ValueError(f'mask shape {tuple(mask.shape)} must be (B, H/32, W/32) = '
-                             f'{(batch, height // self.stride, width // self.stride)}')
+        elif (mask.shape[0], *(size * self.stride for size in mask.shape[1:])) != (
+                inputs.shape[0], *inputs.shape[-2:]):  # a mask from grid_size() fits
+            raise ValueError(f'mask shape {tuple(mask.shape)} does not fit the inputs '
+                             f'{tuple(inputs.shape)}: it must be (B, H/32, W/32), with H and '
+                             f'W multiples of {self.stride}')
         masks = MaskPyramid(mask)
         x = inputs * masks.at(inputs)
         if self.backend == 'packed':

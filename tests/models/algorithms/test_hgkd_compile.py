@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from hgkd_mm.models.algorithms import hgkd as hgkd_module
+from hgkd_mm.engine import compiled_step as step_module
 
 from test_hgkd import build
 
@@ -24,7 +24,7 @@ def step(model, inputs, seed=0):
 def test_auto_is_eager_on_cpu():
     model = build()
     step(model, torch.randn(2, 3, 64, 64))
-    assert model._student_step == model.student_loss
+    assert model.compiled_step.compiled_with is None  # eager
     assert callable(model.compile)  # nn.Module.compile() is not shadowed by the option
 
 
@@ -38,14 +38,14 @@ def test_compiled_step_equals_eager(backend, channels_last):
     model = build(compile=dict(backend='aot_eager', fullgraph=True), backbone=backbone,
                   channels_last=channels_last)
     loss, grads = step(model, inputs)
-    assert model._student_step != model.student_loss  # the compiled function is in use
+    assert model.compiled_step.compiled_with == dict(backend='aot_eager', fullgraph=True)
     assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == eager_grads.keys()
     for name, grad in grads.items():
         assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
 
 
-@pytest.mark.parametrize('channels_last', [False, True])  # True: gpu_bench's compiled_combo
+@pytest.mark.parametrize('channels_last', [False, True])  # True: the paper config's GPU default
 def test_compiled_teacher_equals_eager(channels_last):
     """compile_teacher compiles teacher and student as one function, in one graph
     (fullgraph=True: no graph break between them), with the eager loss and gradients."""
@@ -55,7 +55,7 @@ def test_compiled_teacher_equals_eager(channels_last):
                   channels_last=channels_last)
     keys = set(model.state_dict())
     loss, grads = step(model, inputs)
-    assert model._teacher_inside and model._student_step != model.distill_loss  # compiled
+    assert model.compiled_step.teacher_inside and model.compiled_step.compiled_with
     assert set(model.state_dict()) == keys  # no compiled module among the submodules
     assert torch.allclose(loss, eager_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == eager_grads.keys()
@@ -69,14 +69,14 @@ def test_compiler_failure_falls_back_to_eager(monkeypatch):
     eager_loss, _ = step(build(compile=False), inputs)
     model = build(compile=dict(backend='no_such_backend'))
     logged = []
-    monkeypatch.setattr(hgkd_module, 'print_log',
+    monkeypatch.setattr(step_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append((msg, level)))
     loss, _ = step(model, inputs)
     assert [level for _, level in logged] == [logging.WARNING, logging.INFO]
     assert 'torch.compile of the H-GKD student failed' in logged[0][0]
     assert 'no_such_backend' in logged[0][0]
     assert logged[1][0] == 'H-GKD student step: eager'  # what it trains with
-    assert model._student_step == model.student_loss
+    assert model.compiled_step.compiled_with is None
     assert torch.allclose(loss, eager_loss)
 
 
@@ -85,7 +85,7 @@ def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
     eager_loss, _ = step(build(compile=False), inputs)
     model = build(compile=dict(backend='no_such_backend'), compile_teacher=True)
     logged = []
-    monkeypatch.setattr(hgkd_module, 'print_log',
+    monkeypatch.setattr(step_module, 'print_log',
                         lambda msg, logger=None, level=None: logged.append(msg))
     loss, _ = step(model, inputs)
     assert len(logged) == 3
@@ -93,7 +93,7 @@ def test_teacher_compiler_failure_falls_back_to_eager(monkeypatch):
     assert 'model.compile_teacher=False' in logged[0]
     assert 'of the H-GKD student failed, training eager instead' in logged[1]
     assert logged[2] == 'H-GKD student step: eager'
-    assert model._student_step == model.student_loss and not model._teacher_inside
+    assert model.compiled_step.compiled_with is None and not model.compiled_step.teacher_inside
     assert torch.allclose(loss, eager_loss)
     assert torch.allclose(step(model, inputs)[0], eager_loss)  # and the steps after
 
@@ -105,18 +105,18 @@ def test_student_alone_is_compiled_when_the_pair_fails(monkeypatch):
 
     def fake_compile(function, **options):
         calls.append(function.__name__)
-        if function.__name__ == 'distill_loss':
+        if function.__name__ == 'teacher_and_student':
             raise RuntimeError('the teacher does not compile')
         return lambda *args: function(*args)
 
-    monkeypatch.setattr(hgkd_module.torch, 'compile', fake_compile)
+    monkeypatch.setattr(step_module.torch, 'compile', fake_compile)
     inputs = torch.randn(2, 3, 64, 64)
     eager_loss, _ = step(build(compile=False), inputs)
     model = build(compile=dict(fullgraph=True), compile_teacher=True)
     loss, _ = step(model, inputs)
-    assert calls == ['distill_loss', 'student_loss']
-    assert not model._teacher_inside and model.student_compiled_with == dict(fullgraph=True)
-    assert model._student_step != model.student_loss  # the compiled student
+    assert calls == ['teacher_and_student', 'student_loss']
+    assert not model.compiled_step.teacher_inside
+    assert model.compiled_step.compiled_with == dict(fullgraph=True)  # the compiled student
     assert torch.allclose(loss, eager_loss)
     assert torch.allclose(step(model, inputs)[0], eager_loss)
 
@@ -159,25 +159,12 @@ def test_compile_teacher_with_a_cuda_graph_mode_is_one_compiled_function(monkeyp
     """The teacher is compiled inside the student's function: one call of torch.compile,
     so under CUDA graphs one graphed function (two in a row fail, pytorch#160281)."""
     calls = []
-    monkeypatch.setattr(hgkd_module.torch, 'compile', lambda function, **options: calls.append(
+    monkeypatch.setattr(step_module.torch, 'compile', lambda function, **options: calls.append(
         (function.__name__, options)) or (lambda *args: function(*args)))
     model = build(compile=dict(mode='reduce-overhead'), compile_teacher=True)
     step(model, torch.randn(2, 3, 64, 64))
-    assert calls == [('distill_loss', dict(mode='reduce-overhead'))]
-    assert model._teacher_inside
-
-
-def test_cuda_graphs_auto_in_one_process_only(monkeypatch):
-    model = build(cuda_graphs='auto')
-    assert model._use_cuda_graphs(on_cuda=True)
-    assert not model._use_cuda_graphs(on_cuda=False)  # CUDA graphs need CUDA inputs
-    logged = []
-    monkeypatch.setattr(hgkd_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
-    monkeypatch.setattr(hgkd_module, 'is_distributed', lambda: True)  # DDP, any size
-    assert not model._use_cuda_graphs(on_cuda=True)
-    assert 'without CUDA graphs in this distributed run' in logged[0]
-    assert build(cuda_graphs=True)._use_cuda_graphs(on_cuda=True)
-    assert not build(cuda_graphs=False)._use_cuda_graphs(on_cuda=True)
+    assert calls == [('teacher_and_student', dict(mode='reduce-overhead'))]
+    assert model.compiled_step.teacher_inside
 
 
 def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
@@ -189,19 +176,19 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
         calls.append(options)
         return lambda *args: function(*args)
 
-    monkeypatch.setattr(hgkd_module.torch, 'compile', fake_compile)
-    monkeypatch.setattr(hgkd_module.HGKD, '_use_cuda_graphs', lambda self, on_cuda: True)
+    monkeypatch.setattr(step_module.torch, 'compile', fake_compile)
+    monkeypatch.setattr(step_module.CompiledStep, 'use_cuda_graphs', lambda self, on_cuda: True)
     logged = []
-    monkeypatch.setattr(hgkd_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    monkeypatch.setattr(step_module, 'print_log', lambda msg, **kwargs: logged.append(msg))
     graphed = []
-    monkeypatch.setattr(hgkd_module, 'cuda_graphed',
+    monkeypatch.setattr(step_module, 'cuda_graphed',
                         lambda options, on_cuda: graphed.append(options) or True)
     model = build(compile=True, cuda_graphs='auto', compile_teacher=True)
     inputs = torch.randn(2, 3, 64, 64)
     step(model, inputs)  # clears the gradients after its backward, as the optim wrapper
     assert calls == [dict(mode='reduce-overhead')]  # one function: teacher and student
-    assert model.student_compiled_with == dict(mode='reduce-overhead')
-    assert graphed == [dict(mode='reduce-overhead')] and model._graphed_params  # armed
+    assert model.compiled_step.compiled_with == dict(mode='reduce-overhead')
+    assert graphed == [dict(mode='reduce-overhead')] and model.compiled_step.cuda_graphed
     assert ("compiled with {'mode': 'reduce-overhead'}, the teacher inside, CUDA graphs on"
             in logged[-1])
     step(model, inputs)  # cleared: accepted
@@ -213,26 +200,11 @@ def test_cuda_graphs_mode_reaches_torch_compile(monkeypatch):
     model.loss(inputs)  # evaluation does not touch the gradients
 
 
-@pytest.mark.parametrize('options, on_cuda, expected', [
-    (dict(mode='reduce-overhead'), True, True),
-    (dict(mode='max-autotune', backend='inductor'), True, True),
-    (dict(mode='reduce-overhead'), False, False),  # CPU inputs
-    (dict(mode='reduce-overhead', backend='aot_eager'), True, False),  # the mode is ignored
-    (dict(mode='max-autotune-no-cudagraphs'), True, False),
-    ({}, True, False),
-    (dict(options={'triton.cudagraphs': True}), True, True),
-    (dict(options={'triton.cudagraphs': True}), False, False),
-    (dict(options={'max_autotune': True}), True, False),
-])
-def test_cuda_graphed(options, on_cuda, expected):
-    assert hgkd_module.cuda_graphed(options, on_cuda) is expected
-
-
 def test_no_cuda_graphs_on_cpu_inputs():
     model = build(compile=dict(backend='aot_eager', mode='reduce-overhead'))
     step(model, torch.randn(2, 3, 64, 64))
-    assert model.student_compiled_with == dict(backend='aot_eager', mode='reduce-overhead')
-    assert model._graphed_params == []  # nothing is graphed on the CPU: no gradient check
+    assert model.compiled_step.compiled_with == dict(backend='aot_eager', mode='reduce-overhead')
+    assert not model.compiled_step.cuda_graphed  # nothing is graphed on the CPU: no check
 
 
 @pytest.mark.parametrize('accumulative_counts', [1, 2])
@@ -241,10 +213,10 @@ def test_cuda_graphs_check_in_mmengine_optim_wrapper(monkeypatch, accumulative_c
     update): plain steps run, accumulating ones stop before the first update."""
     from mmengine.optim import OptimWrapper
 
-    monkeypatch.setattr(hgkd_module.torch, 'compile',  # runs eager, as a new function
+    monkeypatch.setattr(step_module.torch, 'compile',  # runs eager, as a new function
                         lambda function, **options: lambda *args: function(*args))
-    monkeypatch.setattr(hgkd_module.HGKD, '_use_cuda_graphs', lambda self, on_cuda: True)
-    monkeypatch.setattr(hgkd_module, 'cuda_graphed', lambda options, on_cuda: True)
+    monkeypatch.setattr(step_module.CompiledStep, 'use_cuda_graphs', lambda self, on_cuda: True)
+    monkeypatch.setattr(step_module, 'cuda_graphed', lambda options, on_cuda: True)
     model = build(compile=True, cuda_graphs='auto')
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -254,7 +226,7 @@ def test_cuda_graphs_check_in_mmengine_optim_wrapper(monkeypatch, accumulative_c
     before = [p.detach().clone() for p in params]
     inputs = torch.randn(2, 3, 64, 64)
     wrapper.update_params(model.loss(inputs)['loss_feat'])  # compiles (faked), arms
-    assert model._graphed_params
+    assert model.compiled_step.cuda_graphed
     if accumulative_counts == 1:
         for _ in range(2):
             wrapper.update_params(model.loss(inputs)['loss_feat'])
