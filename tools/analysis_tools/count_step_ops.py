@@ -15,73 +15,30 @@ matrix products, per image: the difference between a step at ``2 * batch`` and o
 ``batch``, divided by ``batch``, so per-step constants (weight casts) drop out. It counts;
 it does not time.
 """
-from __future__ import annotations
-
 import argparse
-import collections
-import os.path as osp
-import sys
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torchvision
 from mmengine.logging import MMLogger
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import benchmark_pretrain as bench  # noqa: E402
-from hgkd_mm.models.backbones.sparse_resnet import BACKENDS  # noqa: E402
-from hgkd_mm.utils.cli import dump_json, image_size, json_path, positive_int  # noqa: E402
-
-VIEWS = {'view', '_unsafe_view', 'expand', 'permute', 'transpose', 't', 'slice', 'select',
-         'unsqueeze', 'squeeze', 'as_strided', 'detach', 'alias', 'split', 'unbind',
-         'split_with_sizes', 'empty', 'empty_like', 'empty_strided', 'new_empty', 'lift_fresh'}
-MATMUL = ('convolution', 'convolution_backward', 'mm', 'bmm', 'addmm', 'linear', 'matmul',
-          '_scaled_dot_product', 'mkldnn')
-PER_CHANNEL_MAX = 4096
-
-
-class CountOps(TorchDispatchMode):
-    """Ops by name; per-channel ops; bytes read + written by the non-matmul ops."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = collections.Counter()
-        self.per_channel = 0
-        self.bytes = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        name = func.overloadpacket.__name__
-        if name in VIEWS:
-            return out
-        tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-        self.ops[name] += 1
-        self.per_channel += max((t.numel() for t in tensors), default=0) <= PER_CHANNEL_MAX
-        if not name.startswith(MATMUL):  # an expanded tensor is read at its storage size
-            self.bytes += sum(min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
-                              for t in tensors)
-        return out
-
-
-def count(step: Callable[[], None]) -> CountOps:
-    step()  # the first run may set things up (the model picks its eager step)
-    with CountOps() as record:
-        step()
-    return record
+from hgkd_mm.benchmark import (build_model, count_ops, crop_size, hgkd_config, hgkd_model_cfg,
+                               total_loss)
+from hgkd_mm.models.backbones.sparse_resnet import BACKENDS
+from hgkd_mm.utils.cli import dump_json, image_size, json_path, positive_int
 
 
 def hgkd_step(model: nn.Module, inputs: torch.Tensor, amp: bool) -> Callable[[], None]:
     mask = model.mask(inputs)
-    model.loss(inputs)  # sets the model's eager student step
+    model.loss(inputs)  # the first step chooses the (eager) student step
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp), torch.no_grad():
         tokens = [t.clone() for t in model.teacher(inputs, mask)]
 
     def run() -> None:
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
-            loss = bench.total_loss(model._student_step(inputs, mask, tokens))
+            loss = total_loss(model.compiled_step.compiled_part(inputs, mask,
+                                                                teacher_output=tokens))
         loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -100,7 +57,7 @@ def resnet_step(model: nn.Module, inputs: torch.Tensor, amp: bool) -> Callable[[
 
 
 def summarise(name: str, build_step, batch: int, img_size: int) -> dict:
-    records = [count(build_step(torch.randn(b, 3, img_size, img_size))) for b in (batch, 2 * batch)]
+    records = [count_ops(build_step(torch.randn(b, 3, img_size, img_size))) for b in (batch, 2 * batch)]
     small, large = records
     return dict(name=name, ops=sum(small.ops.values()), per_channel_ops=small.per_channel,
                 bytes_per_image=(large.bytes - small.bytes) / batch,
@@ -118,8 +75,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         help='bf16 autocast (default on)')
     parser.add_argument('--out', type=json_path, help='write the counts as JSON here')
     args = parser.parse_args(argv)
-    cfg = bench.hgkd_config(args.config)
-    img_size = args.img_size or bench.crop_size(cfg)
+    cfg = hgkd_config(args.config)
+    img_size = args.img_size or crop_size(cfg)
     if img_size % 32:  # --img-size is checked by its type: this is the config's crop size
         parser.error(f"the config's crop size {img_size} is not a multiple of 32 (the student "
                      'stride): give --img-size')
@@ -128,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     options = argparse.Namespace(backend=args.backend, teacher_input_mode=None, channels_last=None,
                                  norm_impl='torch', compile_teacher=None)
     torch.manual_seed(0)
-    model = bench.build_model(dict(bench.hgkd_model_cfg(cfg, options), compile=False),
+    model = build_model(dict(hgkd_model_cfg(cfg, options), compile=False),
                               torch.device('cpu'))
     depth, backend = model.backbone.depth, model.backbone.backend
     norms = 'masked norms in torch ops' if backend != 'packed' else 'BatchNorm2d on the tiles'

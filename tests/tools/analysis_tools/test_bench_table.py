@@ -4,6 +4,8 @@ import json
 import os
 
 import pytest
+
+from hgkd_mm.benchmark import report
 from helpers import ROOT, load_tool
 
 H100 = os.path.join(ROOT, 'docs', 'bench', 'h100-2026-11-27')
@@ -123,7 +125,7 @@ def test_reserved_ratio_joins_the_memory_cell(tool):
     with open(os.path.join(H100, 'run2_compiled.json')) as f:
         result = json.load(f)
     result['reserved_ratio'] = 0.804
-    assert cells(tool.row('graphs', result))[-1] == '0.30 (reserved 0.80)'
+    assert cells(report.row('graphs', result))[-1] == '0.30 (reserved 0.80)'
 
 
 def test_h100_default_step_rows_match_the_documented_results(tool):

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fill wheels/ (git-ignored) with the wheels tools/analysis_tools/gpu_bench.sh installs on a
-# GPU machine that has Python 3.12 and PyTorch but no package registry
-# (../shared/bench/README.md lists what mmpretrain needed there).
+# Fill wheels/ (git-ignored) with the wheels dev/gpu_bench.sh installs on a GPU machine
+# that has Python 3.12 and PyTorch but no package registry (the OpenMMLab packages below;
+# mmcv-lite, without compiled ops, is all mmpretrain needs there).
 #
-#   bash tools/analysis_tools/download_gpu_wheels.sh [--spconv] [DIR]   # DIR: wheels
+#   bash dev/download_gpu_wheels.sh [--spconv] [DIR]   # DIR: wheels
 #   (--spconv: spconv-cu126 and its dependencies into DIR-spconv)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 SPCONV=0
 if [[ "${1:-}" == "--spconv" ]]; then SPCONV=1; shift; fi
@@ -31,7 +31,7 @@ if ! "$PY" -m pip download --no-deps "${TARGET[@]}" -d "$DIR" mmcv-lite==2.1.0; 
 fi
 
 if (( SPCONV )); then  # optional: backend='spconv' on CUDA 12.6+ (about 70 MB: over the
-  # device tool's 64 MiB carry, so in a folder of its own, to split and carry in parts)
+  # 64 MiB some machines take in one transfer, so in a folder of its own)
   "$PY" -m pip download --no-deps "${TARGET[@]}" -d "$DIR-spconv" \
     spconv-cu126==2.3.8 cumm-cu126 pccm ccimport fire lark pybind11
 fi

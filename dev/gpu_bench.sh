@@ -1,32 +1,29 @@
 #!/usr/bin/env bash
 # H-GKD training-step benchmark on one GPU machine without registry access: installs the
-# wheels in wheels/ (fill it first with download_gpu_wheels.sh), installs this repo and
+# wheels in wheels/ (fill it first with dev/download_gpu_wheels.sh), installs this repo and
 # times the paper config against "mmpretrain SparK step + teacher forward".
 #
-#   bash tools/analysis_tools/gpu_bench.sh      # JSON and logs to $OUT or work_dirs/bench
+#   bash dev/gpu_bench.sh      # JSON and logs to $OUT or work_dirs/bench
 #
 # Each compiled run compiles ResNet-50's step again (a minute or more). With a time limit
 # per call, set DEADLINE a little under it: no run starts after DEADLINE seconds, a run
 # still going then is stopped, and the runs done are kept (each run's JSON is written as
 # soon as its steps are timed, before the breakdown and the profile). RUNS is in order of
-# importance: the default, the options that may reach the issue's goals, then the rest. The device
-# tool brings back 8 files of its $OUT, and each run writes 3: there, set BUNDLE to a .tgz
-# under the tool's $OUT and OUT elsewhere,
-#   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench1 DEADLINE=560 ITERS=10 WARMUP=3 \
-#     bash tools/analysis_tools/gpu_bench.sh
+# importance: the default first. Where only a few files come back from the machine, set
+# BUNDLE to a .tgz there and OUT elsewhere,
+#   BUNDLE=$OUT/bench1.tgz OUT=/tmp/bench1 DEADLINE=560 ITERS=10 WARMUP=3 bash dev/gpu_bench.sh
 # and the script packs OUT into BUNDLE after each run (so a killed call keeps the runs
-# done before). Runs without a backend in their name use the config's (packed since
-# session 9); masked_* and *_triton* (the Triton kernels are the masked backend's norms)
-# use backend masked. Compiled runs use the config's CUDA graphs (model.cuda_graphs, since
-# session 12) unless their name ends in _nographs (torch.compile's default mode), and the
-# config's channels-last student and compiled teacher (since session 13) unless their
-# name says otherwise: compiled_session12 has neither (the session-12 default),
-# compiled_cl only channels-last, compiled_teacher only the compiled teacher, eager_nchw
-# and eager_triton are NCHW. Options are compared with the run they change, from the
-# same call (same machine). train_check times nothing: it runs tools/train.py with the
-# config on generated images (train_check.py: the default step trains and resumes in
-# mmengine's Runner, and refuses gradient accumulation under CUDA graphs); triton_check
-# tests the Triton norms.
+# done before). Runs without a backend in their name use the config's (packed);
+# masked_* and *_triton* (the Triton kernels are the masked backend's norms) use backend
+# masked. Compiled runs use the config's CUDA graphs (model.cuda_graphs) unless their
+# name ends in _nographs (torch.compile's default mode), and the config's channels-last
+# student and compiled teacher unless their name says otherwise: compiled_plain has
+# neither, compiled_cl only channels-last, compiled_teacher only the compiled teacher,
+# eager_nchw and eager_triton are NCHW. Options are compared with the run they change,
+# from the same call (same machine). train_check times nothing: it runs tools/train.py
+# with the config on generated images (dev/train_check.py: the default step trains and
+# resumes in mmengine's Runner, and refuses gradient accumulation under CUDA graphs);
+# triton_check tests the Triton norms (dev/triton_norm_check.py).
 # At the end, tools/analysis_tools/bench_table.py prints the rows of this call's runs for
 # docs/benchmarks.md, with each profiled run's top ops.
 #
@@ -36,7 +33,7 @@
 # outside OUT, refreshed with OUT's files after each run), DEADLINE (seconds from the
 # start; 0: none), RUN_TIMEOUT (seconds per run; 0: none).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 CONFIG=${CONFIG:-configs/pretrain/hgkd_r50.py}
@@ -45,14 +42,14 @@ ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-work_dirs/bench}
 PROFILE=${PROFILE:-1}
-RUNS=${RUNS:-compiled train_check eager compiled_cl compiled_teacher compiled_session12 \
+RUNS=${RUNS:-compiled train_check eager compiled_cl compiled_teacher compiled_plain \
 eager_nchw masked_compiled compiled_nographs triton_check eager_triton masked_eager}
 BUNDLE=${BUNDLE:-}
 DEADLINE=${DEADLINE:-0}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1  # a stopped run's output is not lost in a buffer
 KNOWN_RUNS=" triton_check train_check compiled eager eager_nchw masked_compiled masked_eager \
-eager_triton eager_triton_cl compiled_cl compiled_teacher compiled_session12 compiled_nographs \
+eager_triton eager_triton_cl compiled_cl compiled_teacher compiled_plain compiled_nographs \
 masked_nographs compiled_cudagraphs compiled_combo compiled_autotune compiled_lamb compiled_adamw \
 teacher_masked spconv_eager "
 if [[ "$PROFILE" != 0 && "$PROFILE" != 1 ]]; then  # before installing anything
@@ -138,15 +135,15 @@ for name in $RUNS; do
     triton_check)  # the Triton masked norm against the torch one, on this GPU
       check triton_check dev/triton_norm_check.py cuda ;;
     train_check)  # the default step in tools/train.py: trains, resumes, refuses accumulation
-      check train_check tools/analysis_tools/train_check.py --epochs 1 \
+      check train_check dev/train_check.py --epochs 1 \
         --out "$OUT/train_check_report.json" ;;
     compiled) run compiled ;;  # the default on CUDA: compiled student + teacher, CUDA graphs
     eager) run eager --no-compile ;;  # channels-last, as the config
-    eager_nchw) run eager_nchw --no-compile --no-channels-last ;;  # session 12's eager
+    eager_nchw) run eager_nchw --no-compile --no-channels-last ;;
     masked_compiled) run masked_compiled --backend masked ;;
     masked_eager) run masked_eager --backend masked --no-compile ;;
     compiled_nographs) run compiled_nographs --compile-mode default ;;
-    masked_nographs) run masked_nographs --backend masked --compile-mode default ;;  # session 4
+    masked_nographs) run masked_nographs --backend masked --compile-mode default ;;
     eager_triton)
       run eager_triton --backend masked --no-compile --norm-impl triton --no-channels-last ;;
     eager_triton_cl)
@@ -154,14 +151,14 @@ for name in $RUNS; do
     compiled_cl) run compiled_cl --channels-last --no-compile-teacher ;;  # no cuDNN NCHW<->NHWC
     compiled_teacher)  # the teacher in the student's compiled function (one CUDA graph)
       run compiled_teacher --no-channels-last --compile-teacher ;;
-    compiled_session12) run compiled_session12 --no-channels-last --no-compile-teacher ;;
-    compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;  # session 12
-    compiled_combo) run compiled_combo --channels-last --compile-teacher ;;  # session 13
+    compiled_plain) run compiled_plain --no-channels-last --no-compile-teacher ;;
+    compiled_cudagraphs) run compiled_cudagraphs --compile-mode reduce-overhead ;;
+    compiled_combo) run compiled_combo --channels-last --compile-teacher ;;
     compiled_autotune)  # inductor benchmarks kernel choices: compiling takes minutes
       run compiled_autotune --compile-mode max-autotune-no-cudagraphs ;;
     compiled_lamb)  # mmpretrain's per-parameter Lamb on both sides
       run compiled_lamb --cfg-options optim_wrapper.optimizer.type=Lamb ;;
-    compiled_adamw)  # fused AdamW on both sides, as ../shared/docs/anchors.md
+    compiled_adamw)  # fused AdamW on both sides
       run compiled_adamw --cfg-options optim_wrapper.optimizer.type=AdamW ;;
     teacher_masked) run teacher_masked --teacher-input-mode masked --no-compile ;;  # vs eager
     spconv_eager)                               # vs eager

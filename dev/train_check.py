@@ -2,7 +2,7 @@
 default step train in mmengine's Runner on this machine (on a GPU: compiled, in CUDA
 graphs), save and resume checkpoints, and refuse gradient accumulation under CUDA graphs?
 
-    python tools/analysis_tools/train_check.py [CONFIG] [--images N] [--batch-size N]
+    python dev/train_check.py [CONFIG] [--images N] [--batch-size N]
         [--epochs N] [--work-dir DIR] [--out JSON] [--cfg-options KEY=VALUE ...]
 
 Three runs of ``tools/train.py`` with the config's model and pipeline, the teacher without
@@ -10,7 +10,7 @@ its checkpoint (random) and ``--images`` random images: train ``--epochs`` epoch
 ``--resume`` for one more; with CUDA graphs in use, once more with
 ``optim_wrapper.accumulative_counts=2``, which must stop with the model's error. Exits 1
 if a check fails. ``--cfg-options`` go to every run (e.g. ``model.channels_last=True``).
-It times nothing: speed is ``benchmark_pretrain.py``'s.
+It times nothing: speed is ``tools/analysis_tools/benchmark_pretrain.py``'s.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import time
 import numpy as np
 from PIL import Image
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-from hgkd_mm.utils.cli import dump_json, json_path, positive_int  # noqa: E402
+from hgkd_mm.utils.cli import dump_json, json_path, positive_int
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 GRAPHS_ON = re.compile(r'H-GKD student step: compiled with .*, CUDA graphs on')
 LOSS = re.compile(r'Epoch\(train\).*?\sloss: ([0-9.naninf]+)')
