@@ -22,7 +22,7 @@ setup(
         'det': ['mmdet==3.3.0', 'pycocotools'],
         'seg': ['mmsegmentation==1.2.2', 'ftfy', 'regex'],
         # real sparse convolution backend; pick the build that matches your CUDA
-        # (hgkd_mm/models/sparse/spconv_build.py; spconv-cu120 stops at 2.3.6)
+        # (hgkd_mm/utils/spconv_build.py; spconv-cu120 stops at 2.3.6)
         'spconv-cpu': ['spconv==2.3.8'],
         'spconv-cu118': ['spconv-cu118==2.3.8'],
         'spconv-cu120': ['spconv-cu120==2.3.6'],

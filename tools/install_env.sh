@@ -63,9 +63,9 @@ echo "[install] mmengine, mmpretrain, mmdet, mmsegmentation, pycocotools, timm, 
 pip_install -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 
 # 4. spconv: the CPU build without a GPU, else the CUDA build for torch's CUDA
-#    (hgkd_mm/models/sparse/spconv_build.py decides). Builds do not mix: another spconv
+#    (hgkd_mm/utils/spconv_build.py decides). Builds do not mix: another spconv
 #    or cumm build already there is removed first.
-SPCONV_REQ="$("$PY" "$ROOT/hgkd_mm/models/sparse/spconv_build.py")"  # e.g. spconv==2.3.8
+SPCONV_REQ="$("$PY" "$ROOT/hgkd_mm/utils/spconv_build.py")"  # e.g. spconv==2.3.8
 SPCONV="${SPCONV_REQ%%==*}"
 if ! "$PY" -m pip show -q "$SPCONV" >/dev/null 2>&1 || ! "$PY" -c "import spconv.pytorch" 2>/dev/null; then
   OTHERS="$("$PY" -m pip list --format=freeze 2>/dev/null | cut -d= -f1 | grep -Ei '^(spconv|cumm)' || true)"

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .spconv_build import spconv_requirement
+from ...utils.spconv_build import spconv_requirement
 
 
 def install_hint() -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hgkd_mm.models.backbones import HGKDSparseResNet
-from hgkd_mm.models.sparse import spconv_build
+from hgkd_mm.utils import spconv_build
 
 
 def require_spconv() -> None:
