@@ -16,10 +16,10 @@ LAUNCH_EVENTS = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaGraphLaunch')
 
 def profile_steps(run: Callable[[], None], device: torch.device, path: str, steps: int = 3,
                   top: int = 30) -> dict:
-    """Profile ``steps`` calls of ``run`` (a training step); write torch.profiler's op table (by own device
-    time on CUDA, own CPU time on the CPU) to ``path`` and return the top ``top`` ops, the
-    totals per step (on CUDA the device time is the GPU's busy time) and, on CUDA, the
-    kernel launches per step."""
+    """Profile ``steps`` calls of ``run`` (a training step); write torch.profiler's op
+    table (by own device time on CUDA, own CPU time on the CPU) to ``path`` and return the
+    top ``top`` ops, the totals per step (on CUDA the device time is the GPU's busy time)
+    and, on CUDA, the kernel launches per step."""
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
                                            else [])

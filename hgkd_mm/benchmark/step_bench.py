@@ -72,8 +72,10 @@ def crop_size(cfg: Config) -> int:
     return cfg.model.teacher.get('img_size', 224)
 
 
-def hgkd_model_cfg(cfg: Config, args: argparse.Namespace) -> ConfigDict:
-    """The config's model with the command line's variants and no teacher checkpoint."""
+def hgkd_model_cfg(cfg: Config, args: Any) -> ConfigDict:
+    """The config's model with no teacher checkpoint and the command line's choices
+    (``args.backend``, ``teacher_input_mode``, ``channels_last``, ``norm_impl``,
+    ``compile_teacher``; None keeps the config's)."""
     model = copy.deepcopy(cfg.model)
     model.teacher.checkpoint = None
     if args.backend is not None:
@@ -90,7 +92,7 @@ def hgkd_model_cfg(cfg: Config, args: argparse.Namespace) -> ConfigDict:
 
 
 def _swap_sync_norms(node) -> None:
-    """SparK's norms for one device, as the anchors did (anchor_bench.py)."""
+    """SparK's norms for one process: its sync norms need a process group."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key == 'type' and value == 'SparseSyncBatchNorm2d':
@@ -120,7 +122,7 @@ def build_model(model_cfg: dict, device: torch.device) -> nn.Module:
     from mmpretrain.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(model_cfg)
-    model.init_weights()  # its INFO lines go to the WARNING-level logger of main()
+    model.init_weights()  # its INFO lines go to the WARNING-level logger of run()
     # one process: SyncBN is BN (as mmengine's Runner does when not distributed)
     return revert_sync_batchnorm(model).to(device).train()
 

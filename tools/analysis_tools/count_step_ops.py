@@ -57,7 +57,8 @@ def resnet_step(model: nn.Module, inputs: torch.Tensor, amp: bool) -> Callable[[
 
 
 def summarise(name: str, build_step, batch: int, img_size: int) -> dict:
-    records = [count_ops(build_step(torch.randn(b, 3, img_size, img_size))) for b in (batch, 2 * batch)]
+    records = [count_ops(build_step(torch.randn(b, 3, img_size, img_size)))
+               for b in (batch, 2 * batch)]
     small, large = records
     return dict(name=name, ops=sum(small.ops.values()), per_channel_ops=small.per_channel,
                 bytes_per_image=(large.bytes - small.bytes) / batch,
