@@ -15,15 +15,21 @@ teacher_checkpoint = ('https://download.openmmlab.com/mmselfsup/1.x/mae/'
                       'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k/'
                       'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k_20220825-f7569ca2.pth')
 
+# mmpretrain's LoadImageFromFile + RandomResizedCrop in one transform: the same crop boxes
+# and bicubic resize, the JPEG decoded at 1/2-1/8 size when the crop allows it and only the
+# crop resized (torch's antialiased uint8 resize); uint8 until the data preprocessor
+# normalises on the device. Per dataloader worker 2x+ mmpretrain's pipeline
+# (docs/data_pipeline.md). A GPU-decoding variant: hgkd_r50_gpu-decode.py.
 train_pipeline = [
-    dict(type='LoadImageOrRaise'),
-    dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0), backend='pillow',
+    dict(type='LoadRandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0),
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
     batch_size=512, num_workers=8,
+    # page-locked batches, copied to the GPU while the step runs (non_blocking below)
+    pin_memory=True,
     # every step the timed shape: no partial last batch (as MAE's own training), so the
     # compiled student is not compiled again at the end of the first epoch
     drop_last=True,
@@ -31,6 +37,7 @@ train_dataloader = dict(
     # restated: inherited across packages it carries `_scope_`, which mmengine's Runner
     # passes to the collate function as an argument
     collate_fn=dict(_delete_=True, type='default_collate'))
+data_preprocessor = dict(non_blocking=True)
 
 model = dict(
     type='HGKD',
@@ -87,7 +94,9 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
 # DeferredGradNormHook: the clipped gradient norm is logged after the iteration, so the
 # step has no host sync between the backward pass and the optimizer (hgkd_mm/engine/hooks.py)
-custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook')]
+# ThroughputHook: img/s and the share of time waiting for data in every log line
+custom_hooks = [dict(type='RNGStateHook'), dict(type='DeferredGradNormHook'),
+                dict(type='ThroughputHook')]
 # fixed 224 px input: let cuDNN pick its fastest convolutions, as the speed benchmark does
 # (tools/analysis_tools/benchmark_pretrain.py; mmpretrain's default runtime leaves it off)
 # a rank that stops answering (a hung node) fails every collective after 30 minutes instead

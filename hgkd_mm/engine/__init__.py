@@ -8,6 +8,7 @@ from .hooks import (DeferredGradNormHook, RankZeroLoggerHook, RNGStateHook, get_
 from .nonfinite import NonFiniteGuardHook, NonFiniteLossError
 from .optim_constructor import FrozenAwareOptimWrapperConstructor
 from .optimizers import ForeachLamb
+from .throughput_hook import ThroughputHook
 from .visualization_hook import DistillVisualizationHook
 
 __all__ = [
@@ -15,6 +16,6 @@ __all__ = [
     'NonFiniteGuardHook', 'NonFiniteLossError', 'SkippedImagesHook',
     'DistillVisualizationHook',
     'DeferredGradNormHook', 'ForeachLamb', 'FrozenAwareOptimWrapperConstructor',
-    'RankZeroLoggerHook', 'RNGStateHook',
+    'RankZeroLoggerHook', 'RNGStateHook', 'ThroughputHook',
     'get_rng_states', 'set_rng_states'
 ]
