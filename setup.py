@@ -16,7 +16,7 @@ setup(
     # mmengine 0.10.7 resolves `mmpretrain::` config bases with pkg_resources, which newer
     # setuptools (pulled in by torch >= 2.6) no longer ship; numpy < 2 as requirements/
     install_requires=['torch>=2.0', 'mmengine==0.10.7', 'mmcv>=2.0.0,<2.2.0', 'mmpretrain==1.2.0',
-                      'setuptools<81', 'numpy<2', 'matplotlib'],
+                      'setuptools<81', 'numpy<2', 'matplotlib', 'simplejpeg'],
     extras_require={
         # downstream tasks: mmdet Mask R-CNN and mmseg UperNet
         'det': ['mmdet==3.3.0', 'pycocotools'],
