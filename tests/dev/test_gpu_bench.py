@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from helpers import ROOT
 
 SCRIPT = os.path.join(ROOT, 'dev', 'gpu_bench.sh')
