@@ -66,7 +66,8 @@ def crop_size(cfg: Config) -> int:
     """The training crop size of the config (RandomResizedCrop), else the teacher's."""
     pipeline = cfg.get('train_dataloader', {}).get('dataset', {}).get('pipeline', [])
     for transform in pipeline:
-        if transform.get('type') == 'RandomResizedCrop':
+        if transform.get('type') in ('RandomResizedCrop', 'LoadRandomResizedCrop',
+                                     'LoadJpegCropParams'):
             scale = transform['scale']
             return scale if isinstance(scale, int) else scale[0]
     return cfg.model.teacher.get('img_size', 224)

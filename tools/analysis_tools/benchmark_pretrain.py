@@ -4,7 +4,7 @@ teacher forward" and to variants of the model in the same process.
 
     python tools/analysis_tools/benchmark_pretrain.py CONFIG [--compare-spark] \
         [--batch-size 8] [--iters 5] [--backend masked|packed|spconv] \
-        [--variant masked channels_last ...] [--out result.json]
+        [--variant masked channels_last ...] [--out result.json] [--data DIR]
 
 The teacher checkpoint is never loaded (random teacher: same cost). Defaults follow the
 device: on CUDA bf16 autocast and ``torch.compile`` of the student are on, on the CPU
@@ -14,6 +14,7 @@ is the same reference for every variant (docs/benchmarks.md). The measuring code
 :mod:`hgkd_mm.benchmark`.
 """
 import argparse
+import os
 from typing import List, Optional
 
 import torch
@@ -22,7 +23,7 @@ from mmengine.config import DictAction
 from hgkd_mm.benchmark import VARIANTS, run
 from hgkd_mm.benchmark.step_bench import COMPILE_MODES, SPARK_DEPTHS
 from hgkd_mm.models.backbones.sparse_resnet import BACKENDS
-from hgkd_mm.utils.cli import image_size, json_path, non_negative_int, positive_int
+from hgkd_mm.utils.cli import dump_json, image_size, json_path, non_negative_int, positive_int
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -71,9 +72,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--out', type=json_path, help='write the result as JSON here')
+    parser.add_argument('--data', metavar='DIR',
+                        help="also time on the JPEGs under DIR: the config's pipeline per "
+                        "dataloader worker (and mmpretrain's), and mmengine's Runner loop "
+                        '(loading, hooks, logging, step) at --batch-size for --iters steps')
+    parser.add_argument('--workers', type=non_negative_int,
+                        help="--data: the Runner's dataloader workers (default: the config's)")
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: this torch sees no CUDA device')
+    if args.data and not os.path.isdir(args.data):
+        parser.error(f'--data {args.data}: not a folder')
     if args.compile is None:  # the default: compiled on CUDA only
         args.compile = args.device == 'cuda'
     for option, value in (('--compile-mode', args.compile_mode),
@@ -86,7 +95,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run the benchmark; returns (and with ``--out`` writes) the result dict."""
-    return run(parse_args(argv))
+    args = parse_args(argv)
+    result = run(args)
+    if args.data:
+        from hgkd_mm.benchmark.runner_loop import data_timings
+        data_timings(args, result)
+        if args.out:
+            dump_json(args.out, result)
+    return result
 
 
 if __name__ == '__main__':

@@ -1,0 +1,217 @@
+"""What a user's training run gets on real images: mmengine's Runner loop (loading, hooks,
+logging, step) timed on a folder of JPEGs, and the data pipeline's images per second in
+one process (one dataloader worker's rate), next to mmpretrain's pipeline with the same
+augmentation. ``tools/analysis_tools/benchmark_pretrain.py CONFIG --data DIR`` reports
+them beside the bare step."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import os.path as osp
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.dataset import Compose, default_collate
+from mmengine.hooks import Hook
+from mmengine.registry import DefaultScope
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+# this package's loaders that stand for LoadImageFromFile + RandomResizedCrop (+ RandomFlip)
+LOADERS = ('LoadRandomResizedCrop', 'LoadJpegCropParams')
+NOT_CROP_ARGS = ('type', 'draft', 'backend', 'backend_args', 'flip_prob')
+
+
+def image_files(data_dir: str) -> List[str]:
+    """The images under ``data_dir`` (recursive, sorted), relative to it."""
+    if not osp.isdir(data_dir):
+        raise SystemExit(f'--data {data_dir}: not a folder')
+    files = sorted(osp.relpath(osp.join(root, name), data_dir)
+                   for root, _, names in os.walk(data_dir) for name in names
+                   if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise SystemExit(f'--data {data_dir}: no {"/".join(IMAGE_EXTENSIONS)} images in it')
+    return files
+
+
+def pipeline_variants(pipeline: List[dict]) -> Dict[str, List[dict]]:
+    """``{'config': pipeline}`` and, where it loads with this package's random-resized-crop
+    loaders, ``'mmpretrain'``: the same pipeline with ``LoadImageFromFile`` + mmpretrain's
+    ``RandomResizedCrop`` (the same crop arguments, pillow's resize) + ``RandomFlip`` (where
+    the loader draws the flip) in its place."""
+    pipeline = [dict(t) for t in pipeline]
+    variants = {'config': pipeline}
+    for i, transform in enumerate(pipeline):
+        if transform['type'] in LOADERS:
+            crop = {k: v for k, v in transform.items() if k not in NOT_CROP_ARGS}
+            reference = [dict(type='LoadImageFromFile'),
+                         dict(crop, type='RandomResizedCrop', backend='pillow')]
+            if 'flip_prob' in transform or transform['type'] == 'LoadJpegCropParams':
+                reference.append(dict(type='RandomFlip', prob=transform.get('flip_prob', 0.5)))
+            variants['mmpretrain'] = pipeline[:i] + reference + pipeline[i + 1:]
+    return variants
+
+
+def loader_rates(pipelines: Dict[str, List[dict]], data_dir: str, files: List[str],
+                 rounds: int = 3, seed: int = 0) -> Dict[str, dict]:
+    """Images per second of each pipeline in this process (a dataloader worker's work:
+    read, decode, augment, pack), on ``files``, the pipelines alternated round by round so
+    they see the same machine load, with one torch thread and OpenCV's threads off as in
+    a dataloader worker of mmengine. ``img_per_s`` by wall time (median round),
+    ``img_per_s_cpu`` by this process's CPU time (what other jobs on the machine change
+    least)."""
+    import cv2
+    paths = [osp.join(data_dir, f) for f in files]
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(0)
+    try:
+        walls, cpus = _timed_rounds(pipelines, paths, rounds, seed)
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
+    return {name: dict(img_per_s=len(paths) / float(np.median(walls[name])),
+                       img_per_s_cpu=len(paths) / float(np.median(cpus[name])),
+                       images=len(paths), rounds=rounds) for name in pipelines}
+
+
+def _timed_rounds(pipelines: Dict[str, List[dict]], paths: List[str], rounds: int,
+                  seed: int):
+    """Seconds (wall, CPU) of each pipeline over ``paths``, per round."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        composed = {name: Compose(pipeline) for name, pipeline in pipelines.items()}
+    walls: Dict[str, list] = {name: [] for name in pipelines}
+    cpus: Dict[str, list] = {name: [] for name in pipelines}
+    for round_ in range(rounds + 1):  # round 0 warms the page cache and the imports
+        for name, compose in composed.items():
+            np.random.seed(seed + round_)
+            wall, cpu = time.perf_counter(), time.process_time()
+            with DefaultScope.overwrite_default_scope('mmpretrain'):
+                packed = [compose(dict(img_path=path)) for path in paths]
+            default_collate(packed)  # the batch collates (a worker does it too)
+            if round_:
+                walls[name].append(time.perf_counter() - wall)
+                cpus[name].append(time.process_time() - cpu)
+    return walls, cpus
+
+
+class IterClock(Hook):
+    """Wall time from the end of the ``warmup``-th training iteration to the end of the
+    last, the device synchronised at both ends only (so the loop overlaps as in a run),
+    and ``IterTimerHook``'s ``time`` / ``data_time`` of the iterations in between."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.start: Optional[float] = None
+        self.end: Optional[float] = None
+        self.seconds: List[float] = []
+        self.data_seconds: List[float] = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        done = runner.iter + 1  # iterations finished, this one included
+        if done > self.warmup:
+            self.seconds.append(runner.message_hub.get_scalar('train/time').current())
+            self.data_seconds.append(
+                runner.message_hub.get_scalar('train/data_time').current())
+        if done == self.warmup or done == runner.max_iters:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if done == self.warmup:
+                self.start = time.perf_counter()
+            else:
+                self.end = time.perf_counter()
+
+
+def runner_cfg(cfg: Config, model: ConfigDict, data_dir: str, files: List[str],
+               batch_size: int, iters: int, num_workers: int, amp: bool,
+               work_dir: str) -> Config:
+    """``cfg`` as a Runner config for ``iters`` iterations on the images of ``data_dir``
+    (listed in ``work_dir/images.txt``, repeated as often as needed) with ``model``, no
+    checkpoints and the log every ``min(its interval, iters)`` iterations."""
+    cfg = copy.deepcopy(cfg)
+    listed = files * math.ceil(batch_size * iters / len(files))
+    ann_file = osp.join(work_dir, 'images.txt')
+    with open(ann_file, 'w') as f:
+        f.write('\n'.join(listed[:batch_size * iters]) + '\n')
+    loader = cfg.train_dataloader
+    loader.dataset = dict(type='CustomDataset', data_root=data_dir, ann_file=ann_file,
+                          with_label=False, pipeline=loader.dataset.pipeline)
+    loader.update(batch_size=batch_size, num_workers=num_workers, drop_last=True,
+                  persistent_workers=num_workers > 0)
+    if num_workers == 0:
+        loader.pop('prefetch_factor', None)
+    cfg.model = model
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
+    for key in ('val_dataloader', 'val_cfg', 'val_evaluator', 'load_from'):
+        cfg.pop(key, None)
+    wrapper = cfg.optim_wrapper
+    if not amp and wrapper.get('type') == 'AmpOptimWrapper':
+        wrapper.type = 'OptimWrapper'
+        for key in ('dtype', 'loss_scale'):
+            wrapper.pop(key, None)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=-1, save_last=False)
+    logger = cfg.default_hooks.get('logger') or dict(type='LoggerHook')
+    cfg.default_hooks.logger = dict(logger, interval=min(logger.get('interval', 10), iters))
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    cfg.resume = False
+    return cfg
+
+
+def time_runner_loop(cfg: Config, model: ConfigDict, data_dir: str, batch_size: int,
+                     iters: int, warmup: int, num_workers: int, amp: bool) -> dict:
+    """img/s of ``Runner.train()``'s iterations after ``warmup`` (loading with
+    ``num_workers`` workers, hooks, logging, step) on the images of ``data_dir``."""
+    from mmengine.runner import Runner
+    files = image_files(data_dir)
+    with tempfile.TemporaryDirectory(prefix='runner_loop_') as work_dir:
+        runner = Runner.from_cfg(runner_cfg(cfg, model, data_dir, files, batch_size,
+                                            warmup + iters, num_workers, amp, work_dir))
+        clock = IterClock(warmup)
+        runner.register_hook(clock)
+        runner.train()
+    seconds = clock.end - clock.start
+    return dict(img_per_s=batch_size * iters / seconds, ms_per_iter=seconds / iters * 1000,
+                data_wait=sum(clock.data_seconds) / sum(clock.seconds), iters=iters,
+                warmup=warmup, batch_size=batch_size, num_workers=num_workers,
+                images=len(files), logger_interval=min(
+                    cfg.default_hooks.get('logger', {}).get('interval', 10), warmup + iters))
+
+
+def data_timings(args, result: dict, loader_images: int = 100) -> dict:
+    """``benchmark_pretrain.py --data``: beside ``result``'s bare step (``result['hgkd']``),
+    the loader-only rate per worker of the config's pipeline and of mmpretrain's (on the
+    first ``loader_images`` images) and the Runner's loop at the same batch size, model
+    and precision. Adds them to ``result['data']`` and prints them."""
+    from . import hgkd_config, hgkd_model_cfg
+    cfg = hgkd_config(args.config, args.cfg_options)
+    model = hgkd_model_cfg(cfg, args)
+    model.compile = args.compile
+    if not args.compile:  # as the bare step: eager, no CUDA graphs
+        model.cuda_graphs = False
+    files = image_files(args.data)
+    workers = cfg.train_dataloader.num_workers if args.workers is None else args.workers
+    loader = loader_rates(pipeline_variants(cfg.train_dataloader.dataset.pipeline), args.data,
+                          files[:loader_images])
+    runner = time_runner_loop(cfg, model, args.data, args.batch_size, args.iters, args.warmup,
+                              workers, amp=result['amp'] == 'bf16')
+    step = result['hgkd']['img_per_s']
+    data = dict(dir=args.data, loader=loader, runner=runner, step_img_per_s=step,
+                runner_vs_step=runner['img_per_s'] / step)
+    if 'mmpretrain' in loader:
+        data['loader_vs_mmpretrain'] = (loader['config']['img_per_s_cpu']
+                                        / loader['mmpretrain']['img_per_s_cpu'])
+    result['data'] = data
+    print(f"{'per worker (one process)':28s} {'img/s':>8s} {'img/s by CPU time':>18s}")
+    for name, rate in loader.items():
+        print(f"{name + ' pipeline':28s} {rate['img_per_s']:8.1f} {rate['img_per_s_cpu']:18.1f}")
+    print(f"Runner loop on {args.data} ({workers} workers): {runner['img_per_s']:.2f} img/s, "
+          f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s: "
+          f"Runner / step {data['runner_vs_step']:.3f}")
+    return data

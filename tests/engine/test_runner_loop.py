@@ -1,0 +1,78 @@
+"""benchmark_pretrain.py --data: the Runner loop on a folder of JPEGs and the loader-only
+rates, beside the bare step (hgkd_mm/benchmark/runner_loop.py)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hgkd_mm.benchmark.runner_loop import pipeline_variants
+from helpers import IMAGENET_PREPROCESSOR, load_tool, tiny_hgkd_cfg
+
+PIPELINE = [dict(type='LoadRandomResizedCrop', scale=64, crop_ratio_range=(0.67, 1.0),
+                 interpolation='bicubic'),
+            dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]
+TINY_CONFIG = f"""
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+custom_imports = dict(imports=['hgkd_mm'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+model = {tiny_hgkd_cfg(data_preprocessor=IMAGENET_PREPROCESSOR)!r}
+train_dataloader = dict(batch_size=2, num_workers=0, collate_fn=dict(type='default_collate'),
+                        sampler=dict(type='DefaultSampler', shuffle=True),
+                        dataset=dict(type='CustomDataset', data_root='unused',
+                                     pipeline={PIPELINE!r}))
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.04),
+                     clip_grad=dict(max_norm=5.0))
+custom_hooks = [dict(type='ThroughputHook')]
+"""
+
+
+def test_mmpretrain_variant_of_the_loaders():
+    variants = pipeline_variants(PIPELINE)
+    assert variants['config'] == PIPELINE
+    assert [t['type'] for t in variants['mmpretrain']] == [
+        'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'PackInputs']
+    assert variants['mmpretrain'][1] == dict(type='RandomResizedCrop', scale=64,
+                                             crop_ratio_range=(0.67, 1.0),
+                                             interpolation='bicubic', backend='pillow')
+    gpu = pipeline_variants([dict(type='LoadJpegCropParams', scale=64, flip_prob=0.25),
+                             dict(type='PackInputs')])
+    assert [t['type'] for t in gpu['mmpretrain']] == [
+        'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'PackInputs']
+    assert gpu['mmpretrain'][2]['prob'] == 0.25
+    assert pipeline_variants([dict(type='LoadImageFromFile')]).keys() == {'config'}
+
+
+def test_data_option_times_runner_and_loaders(tmp_path):
+    rng = np.random.default_rng(0)
+    images = tmp_path / 'images' / 'sub'
+    images.mkdir(parents=True)
+    for i in range(5):
+        pixels = rng.integers(0, 255, (90 + 10 * i, 110, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f'{i}.jpg')
+    config = tmp_path / 'tiny.py'
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / 'result.json'
+    threads = torch.get_num_threads()
+    try:
+        load_tool('analysis_tools/benchmark_pretrain.py').main(
+            [str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '3', '--warmup',
+             '1', '--threads', '1', '--workers', '0', '--data', str(tmp_path / 'images'),
+             '--out', str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads(out.read_text())['data']
+    for name in ('config', 'mmpretrain'):
+        assert data['loader'][name]['img_per_s'] > 0 and data['loader'][name]['images'] == 5
+    runner = data['runner']
+    assert (runner['iters'], runner['warmup'], runner['batch_size']) == (3, 1, 2)
+    assert runner['img_per_s'] > 0 and 0 <= runner['data_wait'] < 1
+    assert data['runner_vs_step'] == pytest.approx(runner['img_per_s'] / data['step_img_per_s'])
+
+
+def test_data_must_be_a_folder(tmp_path):
+    with pytest.raises(SystemExit):
+        load_tool('analysis_tools/benchmark_pretrain.py').parse_args(
+            ['tiny.py', '--data', str(tmp_path / 'missing')])
