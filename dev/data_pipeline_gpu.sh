@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The paper config's Runner loop on real JPEGs on one GPU machine, for each loader, beside
+# the bare step of the same call: tools/analysis_tools/benchmark_pretrain.py CONFIG --data.
+#
+#   bash dev/data_pipeline_gpu.sh prepare        # here: JPEGs + the simplejpeg wheel
+#   bash dev/data_pipeline_gpu.sh run            # there (after dev/gpu_bench.sh's install)
+#
+# prepare (on a machine with ../shared/data and a registry) writes work_dirs/jpegs: the
+# 100 COCO photos of coco-tiny (real, full size, ~530 px, ~150 KB) and imagenet-sample
+# photos enlarged to COCO's size (short side 480, quality 90) up to MIB MiB in all (50),
+# and puts simplejpeg's wheel for the GPU machine's Python 3.12 into wheels/. Carry
+# work_dirs/jpegs and wheels to the GPU machine (64 MiB at most together).
+# run installs wheels/ and this repository as dev/gpu_bench.sh does, then times, in order,
+# each of LOADERS: fast (configs/pretrain/hgkd_r50.py: LoadRandomResizedCrop), gpu
+# (hgkd_r50_gpu-decode.py: nvJPEG in the data preprocessor), mmpretrain (hgkd_r50.py with
+# mmpretrain's LoadImageFromFile + RandomResizedCrop). Each run times the bare step, the
+# loader per worker and the Runner loop with WORKERS workers; the JSON files go to OUT and
+# a table of Runner / step ratios is printed at the end.
+# Environment: PYTHON (python3), BATCH (128), ITERS (20), WARMUP (5), WORKERS (16),
+# LOADERS ("fast gpu mmpretrain"), OUT (work_dirs/data_bench), DATA (work_dirs/jpegs),
+# MIB (50), RUN_TIMEOUT (seconds per loader; 0: none).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+BATCH=${BATCH:-128}
+ITERS=${ITERS:-20}
+WARMUP=${WARMUP:-5}
+WORKERS=${WORKERS:-16}
+LOADERS=${LOADERS:-fast gpu mmpretrain}
+OUT=${OUT:-work_dirs/data_bench}
+DATA=${DATA:-work_dirs/jpegs}
+MIB=${MIB:-50}
+RUN_TIMEOUT=${RUN_TIMEOUT:-0}
+export PYTHONUNBUFFERED=1
+
+prepare() {
+  "$PY" - "$DATA" "$MIB" <<'EOF'
+import glob, os, shutil, sys
+from PIL import Image
+out, limit = sys.argv[1], float(sys.argv[2]) * 2**20
+os.makedirs(out, exist_ok=True)
+total = 0
+for path in sorted(glob.glob('../shared/data/coco-tiny/*2017/*.jpg')):
+    shutil.copy(path, out)
+    total += os.path.getsize(path)
+for path in sorted(glob.glob('../shared/data/imagenet-sample/*/*.JPEG')
+                   + glob.glob('../shared/data/imagenet-sample/*/*.jpg')):
+    image = Image.open(path).convert('RGB')
+    scale = 480 / min(image.size)
+    target = os.path.join(out, 'in_' + os.path.basename(path).rsplit('.', 1)[0] + '.jpg')
+    image.resize((round(image.width * scale), round(image.height * scale)),
+                 Image.BICUBIC).save(target, quality=90)
+    total += os.path.getsize(target)
+    if total > limit:
+        os.remove(target)
+        break
+print(f'{len(os.listdir(out))} JPEGs, {total / 2**20:.1f} MiB in {out}')
+EOF
+  mkdir -p wheels
+  "$PY" -m pip download --no-deps --only-binary :all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 -d wheels simplejpeg
+}
+
+run() {
+  mkdir -p "$OUT"
+  if compgen -G "wheels/*.whl" > /dev/null; then
+    "$PY" -m pip install --no-index --no-deps wheels/*.whl > "$OUT/install.log" 2>&1
+  fi
+  "$PY" -m pip install --no-index --no-deps --no-build-isolation -e . >> "$OUT/install.log" 2>&1 \
+    || export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  nvidia-smi > "$OUT/env.txt" 2>&1; nproc >> "$OUT/env.txt"
+  cat > "$OUT/hgkd_r50_mmpretrain-loader.py" <<EOF
+_base_ = '$PWD/configs/pretrain/hgkd_r50.py'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+EOF
+  for loader in $LOADERS; do
+    case $loader in
+      fast) config=configs/pretrain/hgkd_r50.py ;;
+      gpu) config=configs/pretrain/hgkd_r50_gpu-decode.py ;;
+      mmpretrain) config=$OUT/hgkd_r50_mmpretrain-loader.py ;;
+      *) echo "unknown loader '$loader' (fast, gpu, mmpretrain)" >&2; exit 2 ;;
+    esac
+    limit=()
+    [[ "$RUN_TIMEOUT" != 0 ]] && limit=(timeout "$RUN_TIMEOUT")
+    echo "== $loader: $config"
+    "${limit[@]}" "$PY" tools/analysis_tools/benchmark_pretrain.py "$config" \
+      --batch-size "$BATCH" --iters "$ITERS" --warmup "$WARMUP" --workers "$WORKERS" \
+      --data "$DATA" --out "$OUT/$loader.json" 2>&1 | tee "$OUT/$loader.log" | grep -v INFO
+  done
+  "$PY" - "$OUT" $LOADERS <<'EOF'
+import json, os, sys
+print(f"{'loader':12s} {'step img/s':>11s} {'Runner img/s':>13s} {'Runner/step':>12s} "
+      f"{'data wait':>10s} {'worker img/s':>13s}")
+for loader in sys.argv[2:]:
+    path = os.path.join(sys.argv[1], loader + '.json')
+    if not os.path.exists(path) or 'data' not in json.load(open(path)):
+        print(f'{loader:12s} (no result)')
+        continue
+    data = json.load(open(path))['data']
+    print(f"{loader:12s} {data['step_img_per_s']:11.0f} {data['runner']['img_per_s']:13.0f} "
+          f"{data['runner_vs_step']:12.3f} {data['runner']['data_wait']:10.1%} "
+          f"{data['loader']['config']['img_per_s']:13.0f}")
+EOF
+}
+
+case ${1:-} in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: bash dev/data_pipeline_gpu.sh prepare|run" >&2; exit 2 ;;
+esac
