@@ -82,7 +82,7 @@ def environment() -> dict:
             'PYTHONPATH': f'{ROOT}{os.pathsep}{ENGINE_TESTS}', 'PORT': str(free_port())}
 
 
-def run(command: list, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(command: list, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -153,7 +153,7 @@ def test_refuses_truncated_file(hgkd_r18, tmp_path, keep):
     path.write_bytes(data[:int(len(data) * keep)])
     out = tmp_path / 'out.pth'
     out.write_bytes(b'previous')
-    with pytest.raises(hgkd_to_dense.ConversionError, match=f'cannot read {path}'):
+    with pytest.raises(hgkd_to_dense.ConversionError, match=f'cannot read checkpoint {path}'):
         hgkd_to_dense.convert(str(path), str(out))
     assert out.read_bytes() == b'previous'
 
@@ -224,7 +224,8 @@ NOT_CHECKPOINTS = {
 def test_refuses_file_that_is_not_a_checkpoint(name, tmp_path):
     path = tmp_path / name
     path.write_bytes(NOT_CHECKPOINTS[name])
-    with pytest.raises(hgkd_to_dense.ConversionError, match=f'cannot read {path}') as error:
+    with pytest.raises(hgkd_to_dense.ConversionError,
+                       match=f'cannot read checkpoint {path}') as error:
         hgkd_to_dense.convert(str(path), str(tmp_path / 'out.pth'))
     assert 'weights_only' not in str(error.value)  # no advice to turn the safe loader off
     assert not (tmp_path / 'out.pth').exists()
@@ -235,7 +236,7 @@ def test_command_line_refuses_text_file(tmp_path):
     path.write_text('hello world')
     result = run_tool([CONVERTER, path, tmp_path / 'out.pth'], timeout=900)
     assert result.returncode == 1
-    assert f'error: cannot read {path}' in result.stderr
+    assert f'error: cannot read checkpoint {path}' in result.stderr
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'out.pth').exists()
 
