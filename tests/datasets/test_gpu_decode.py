@@ -102,3 +102,14 @@ def test_gpu_decode_matches_the_cpu_fallback(tmp_path, warnings):
     assert on_gpu.is_cuda and not warnings[1:]
     levels = (on_gpu.cpu() - on_cpu).abs() * torch.tensor(NORM['std']).view(1, 3, 1, 1)
     assert levels.mean() < 1.0
+
+
+def test_gpu_decode_config_builds_and_runs(tmp_path, warnings):
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile('configs/pretrain/hgkd_r50_gpu-decode.py')
+    assert cfg.train_dataloader.collate_fn.type == 'pseudo_collate'
+    encoded = batch(cfg.train_dataloader.dataset.pipeline, photos(tmp_path, n=2), 0)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    assert preprocessor(encoded, training=True)['inputs'].shape == (2, 3, 224, 224)
