@@ -27,6 +27,14 @@ class DistillVisualizationHook(Hook):
     module's training flag and the global RNG states are restored afterwards, and the masks
     come from ``mask_seed`` (the same masks at every step). The main process draws.
 
+    The configs leave it out; turn it on from the command line (a ``default_hooks`` entry:
+    ``--cfg-options`` cannot append to ``custom_hooks``)::
+
+        python tools/train.py CONFIG --cfg-options \
+            default_hooks.distill_vis.type=DistillVisualizationHook \
+            default_hooks.distill_vis.interval=500 \
+            "default_hooks.distill_vis.images=[a.jpg,b.jpg]"
+
     Args:
         interval (int): draw after every ``interval``-th iteration.
         images (str | list[str]): image files, or folders of images.
