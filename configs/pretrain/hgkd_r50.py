@@ -59,7 +59,9 @@ model = dict(
     neck=dict(
         type='HGKDUNetDecoder', in_channels=(256, 512, 1024, 2048), in_strides=(4, 8, 16, 32),
         channels=256, norm_cfg=dict(type='SyncBN'), sync_masked_norm=True),
-    head=dict(type='HGKDDistillHead', target_norm='layernorm', loss='mse', loss_on='masked'),
+    # loss at the visible positions: +9.3 points over the masked ones on the val probe
+    # of docs/results.md (loss_on='masked' is the paper's masked-prediction reading)
+    head=dict(type='HGKDDistillHead', target_norm='layernorm', loss='mse', loss_on='visible'),
     teacher=dict(
         type='FrozenViTTeacher', arch='base', img_size=224, patch_size=16, out_layers=(-1, ),
         input_mode='full', checkpoint=teacher_checkpoint))

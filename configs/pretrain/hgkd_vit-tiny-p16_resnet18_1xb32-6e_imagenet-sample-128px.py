@@ -29,7 +29,9 @@ model = dict(
                   norm_cfg=dict(type='MaskedBatchNorm2d')),
     neck=dict(type='HGKDUNetDecoder', in_channels=(64, 128, 256, 512), in_strides=(4, 8, 16, 32),
               channels=256, norm_cfg=dict(type='BN')),
-    head=dict(type='HGKDDistillHead', target_norm='layernorm', loss='mse', loss_on='masked'),
+    # loss at the visible positions: +9.3 points over the masked ones on the val probe
+    # of docs/results.md (loss_on='masked' is the paper's masked-prediction reading)
+    head=dict(type='HGKDDistillHead', target_norm='layernorm', loss='mse', loss_on='visible'),
     teacher=dict(
         type='FrozenViTTeacher',
         arch=dict(embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768),
