@@ -229,13 +229,13 @@ def draw_picture(image: np.ndarray, views: DistillViews, index: int, target_rgb:
               (prediction_rgb.numpy(), 'student prediction (same PCA)'))
     for ax, (picture, name) in zip(axes, panels):
         ax.imshow(picture, extent=extent, interpolation='nearest')
-        ax.set_title(name, fontsize=10, y=1.0)
+        ax.set_title(name, fontsize=10)
     heat = axes[4].imshow(views.distance[index].numpy(), extent=extent, cmap='magma',
                           vmin=0, vmax=DISTANCE_MAX, interpolation='nearest')
     for row, col in zip(*np.nonzero(~mask)):
         axes[4].add_patch(Rectangle((col * cell_w, row * cell_h), cell_w, cell_h, fill=False,
                                     edgecolor='cyan', linewidth=1.5))
-    axes[4].set_title('cosine distance (masked outlined)', fontsize=10, y=1.0)
+    axes[4].set_title('cosine distance (masked outlined)', fontsize=10)
     figure.colorbar(heat, cax=figure.add_axes((0.962, 0.1, 0.008, 0.66)), extend='max')
     for ax in axes:
         ax.set_axis_off()
