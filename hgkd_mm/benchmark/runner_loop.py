@@ -100,16 +100,16 @@ def _timed_rounds(pipelines: Dict[str, List[dict]], paths: List[str], rounds: in
 
 
 class IterClock(Hook):
-    """Wall time from the end of the ``warmup``-th training iteration to the end of the
-    last, the device synchronised at both ends only (so the loop overlaps as in a run),
-    and ``IterTimerHook``'s ``time`` / ``data_time`` of the iterations in between."""
+    """Wall time (and this process's CPU time) from the end of the ``warmup``-th training
+    iteration to the end of the last, the device synchronised at both ends only (so the
+    loop overlaps as in a run), and ``IterTimerHook``'s ``time`` / ``data_time`` of the
+    iterations in between."""
 
     priority = 'LOWEST'
 
     def __init__(self, warmup: int):
         self.warmup = warmup
-        self.start: Optional[float] = None
-        self.end: Optional[float] = None
+        self.start = self.start_cpu = self.end = self.end_cpu = None
         self.seconds: List[float] = []
         self.data_seconds: List[float] = []
 
@@ -123,9 +123,9 @@ class IterClock(Hook):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             if done == self.warmup:
-                self.start = time.perf_counter()
+                self.start, self.start_cpu = time.perf_counter(), time.process_time()
             else:
-                self.end = time.perf_counter()
+                self.end, self.end_cpu = time.perf_counter(), time.process_time()
 
 
 def runner_cfg(cfg: Config, model: ConfigDict, data_dir: str, files: List[str],
@@ -177,7 +177,11 @@ def time_runner_loop(cfg: Config, model: ConfigDict, data_dir: str, batch_size: 
         runner.register_hook(clock)
         runner.train()
     seconds = clock.end - clock.start
+    # the main process's CPU time per iteration: the step, hooks, logging and collecting the
+    # batch, not the workers' decoding (on the CPU comparable to the bare step's cpu_ms)
+    cpu_ms = (clock.end_cpu - clock.start_cpu) / iters * 1000
     return dict(img_per_s=batch_size * iters / seconds, ms_per_iter=seconds / iters * 1000,
+                cpu_ms_per_iter=cpu_ms,
                 data_wait=sum(clock.data_seconds) / sum(clock.seconds), iters=iters,
                 warmup=warmup, batch_size=batch_size, num_workers=num_workers,
                 images=len(files), logger_interval=min(
@@ -204,6 +208,9 @@ def data_timings(args, result: dict, loader_images: int = 100) -> dict:
     step = result['hgkd']['img_per_s']
     data = dict(dir=args.data, loader=loader, runner=runner, step_img_per_s=step,
                 runner_vs_step=runner['img_per_s'] / step)
+    if 'cpu_ms_median' in result['hgkd']:  # CPU: other jobs on the machine change it least
+        data['runner_cpu_vs_step_cpu'] = (runner['cpu_ms_per_iter']
+                                          / result['hgkd']['cpu_ms_median'])
     if 'mmpretrain' in loader:
         data['loader_vs_mmpretrain'] = (loader['config']['img_per_s_cpu']
                                         / loader['mmpretrain']['img_per_s_cpu'])
@@ -213,5 +220,7 @@ def data_timings(args, result: dict, loader_images: int = 100) -> dict:
         print(f"{name + ' pipeline':28s} {rate['img_per_s']:8.1f} {rate['img_per_s_cpu']:18.1f}")
     print(f"Runner loop on {args.data} ({workers} workers): {runner['img_per_s']:.2f} img/s, "
           f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s: "
-          f"Runner / step {data['runner_vs_step']:.3f}")
+          f"Runner / step {data['runner_vs_step']:.3f}"
+          + (f", by CPU time step / Runner {1 / data['runner_cpu_vs_step_cpu']:.3f}"
+             if 'runner_cpu_vs_step_cpu' in data else ''))
     return data
