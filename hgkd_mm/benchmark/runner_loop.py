@@ -11,7 +11,7 @@ import os
 import os.path as osp
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch

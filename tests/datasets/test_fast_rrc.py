@@ -39,7 +39,8 @@ def mmpretrain_pipeline(size, decoder='pillow'):
 
 
 def fast_pipeline(size, draft=True, backend='torch'):
-    return [dict(type='LoadRandomResizedCrop', scale=size, draft=draft, **dict(CROP, backend=backend)),
+    return [dict(type='LoadRandomResizedCrop', scale=size, draft=draft,
+                 **dict(CROP, backend=backend)),
             dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]
 
 
