@@ -7,7 +7,7 @@
    on its test part, for the trained student, a randomly initialised ResNet-18 and the
    teacher, side by side;
 3. pictures of what the student predicts (teacher features vs student prediction), for
-   the trained and the untrained student.
+   the trained and the untrained student, and the loss curves (curves.png).
 Outputs go to work_dirs/demo/; a re-run resumes (finished stages are skipped).
 """
 import json
@@ -25,6 +25,7 @@ TEACHER_CFG = 'configs/pretrain/mae_vit-tiny-p16_1xb64-40e_pool-96px.py'
 SPLITS = 'configs/splits'
 IMG_SIZE = 96
 SEEDS = ('0', '1', '2')
+PICTURE_ROWS = (0, 300, 600, 900)  # test-part images drawn by visualize_distill.py
 
 
 def run(*args: str) -> None:
@@ -44,11 +45,31 @@ def probe(name: str, checkpoint: str, arch: str) -> dict:
         return json.load(f)
 
 
+def picture_images() -> list:
+    """A few images of the split's test part, drawn in the pictures."""
+    with open(osp.join(ROOT, SPLITS, 'caltech101_test.txt')) as f:
+        rows = f.read().splitlines()
+    return [osp.join(DATA, rows[i].rsplit(' ', 1)[0]) for i in PICTURE_ROWS]
+
+
+def pictures(name: str, checkpoint: str) -> str:
+    """Teacher target vs student prediction for :func:`picture_images` (same masks)."""
+    out = osp.join(WORK, 'pictures', name)
+    run('tools/analysis_tools/visualize_distill.py', HGKD_CFG, checkpoint, *picture_images(),
+        '--out-dir', out, '--mask-seed', '0')
+    return out
+
+
 def main() -> None:
     os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))
     if not osp.isdir(osp.join(DATA, 'caltech101', 'train')):
         sys.exit(f'{DATA}/caltech101/train not found: the demo needs the shared data')
-    run('tools/train.py', HGKD_CFG, '--work-dir', 'work_dirs/demo/hgkd', '--resume')
+    images = picture_images()
+    # DistillVisualizationHook: a picture per epoch in the run's vis_data (training unchanged)
+    run('tools/train.py', HGKD_CFG, '--work-dir', 'work_dirs/demo/hgkd', '--resume',
+        '--cfg-options', 'default_hooks.distill_vis.type=DistillVisualizationHook',
+        'default_hooks.distill_vis.interval=140',
+        f'default_hooks.distill_vis.images=[{images[0]},{images[1]}]')
     student = osp.join(WORK, 'hgkd', 'epoch_2.pth')
     rows = [('H-GKD ResNet-18 (this run)', probe('hgkd', student, 'resnet18')),
             ('random ResNet-18', probe('random', 'random', 'resnet18')),
@@ -59,7 +80,11 @@ def main() -> None:
     table = '\n'.join(lines)
     with open(osp.join(WORK, 'probe.md'), 'w') as f:
         f.write(table + '\n')
+    trained, untrained = pictures('trained', student), pictures('untrained', 'random')
+    run('tools/analysis_tools/plot_curves.py', 'work_dirs/demo/hgkd', '--keys', 'loss_feat', 'lr',
+        '--out', 'work_dirs/demo/curves.png')
     print('\n[demo] held-out linear probe (101 classes, chance 0.99%):\n' + table, flush=True)
+    print(f'[demo] pictures of what the student predicts: {trained}/ (untrained: {untrained}/)')
 
 
 if __name__ == '__main__':
