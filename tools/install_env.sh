@@ -78,7 +78,7 @@ if ! "$PY" -m pip show -q "$SPCONV" >/dev/null 2>&1 || ! "$PY" -c "import spconv
 fi
 
 # 5. hgkd_mm itself, editable. Checked from / : `python -c` puts the current directory on
-#    sys.path, so a check run in the repository would pass without an install.
+#    import path, so a check run in the repository would pass without an install.
 if ! (cd / && "$PY" -c "import hgkd_mm, os, sys; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(hgkd_mm.__file__))) != os.path.realpath(sys.argv[1]))" "$ROOT") 2>/dev/null; then
   pip_install --no-deps --no-build-isolation -e "$ROOT"
 fi

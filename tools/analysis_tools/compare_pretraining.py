@@ -231,7 +231,8 @@ def reuse_stages(source: str, args: argparse.Namespace, settings: dict) -> None:
 def check_stage_config(name: str, config: str, stage_dir: str, work_dir: str) -> None:
     """Refuse to reuse or resume a stage that was trained with another config: its copy
     ``stage_config.py`` (work dir paths aside) must equal this run's; a stage without
-    one (before session 11) is taken as it is. The copy is written before training."""
+    one (made by an older version of this tool) is taken as it is. The copy is written
+    before training."""
     record = osp.join(stage_dir, 'stage_config.py')
     with open(config) as f:
         ours = f.read()

@@ -3,7 +3,7 @@
 spconv builds the rulebook (its hash-table pairing of input and output sites per
 kernel offset); the convolution itself is a gather, a GEMM and a scatter-add per
 offset in torch. spconv 2.3.8's own CPU kernel returns wrong values at random
-(spconv issue #679, reproduced here), while its rulebook is deterministic, so only
+(spconv#679, reproduced here), while its rulebook is deterministic, so only
 the rulebook is taken from it. Weights stay in the dense ``nn.Conv2d`` (checkpoints
 are plain ResNet checkpoints) and gradients reach them through autograd.
 """
