@@ -11,7 +11,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ...engine.compiled_step import CompiledStep
-from ..backbones import HGKDSparseResNet
+from ..backbones import HGKDSparseResNet, student_stages
 
 
 @MODELS.register_module()
@@ -23,7 +23,7 @@ class HGKD(BaseSelfSupervisor):
     Args:
         backbone (dict): the sparse student, e.g. ``HGKDSparseResNet``.
         neck (dict): ``HGKDUNetDecoder``; ``out_stride`` defaults to the teacher's
-            patch size and ``in_channels`` to the student's stage widths.
+            patch size, ``in_channels`` and ``in_strides`` to the student's stages.
         head (dict): ``HGKDDistillHead``; ``target_dims`` defaults to the teacher width.
         teacher (dict): ``FrozenViTTeacher``; kept as ``self.target_generator``
             (mmpretrain's name for it) and left out of saved checkpoints: its
@@ -64,8 +64,12 @@ class HGKD(BaseSelfSupervisor):
                 "loss is; the file has none: use teacher.input_mode='full'")
         neck = dict(neck)
         neck.setdefault('out_stride', teacher.patch_size)
-        if 'in_channels' not in neck:
+        if 'in_channels' not in neck and backbone.get('type') in ('HGKDSparseResNet',
+                                                                  HGKDSparseResNet):
             neck['in_channels'] = student_widths(backbone)
+        elif 'in_channels' not in neck:  # a SparseCNN student: its stage widths and strides
+            neck['in_channels'], strides = student_stages(backbone)
+            neck.setdefault('in_strides', strides)
         head = dict(head)
         head.setdefault('target_dims', teacher.embed_dims)
         head.setdefault('in_channels', neck.get('channels', 256))
@@ -151,7 +155,9 @@ class HGKD(BaseSelfSupervisor):
         ``mask`` as :meth:`mask` makes it (its number of visible cells per sample)."""
         features = self.extract_feat(inputs, mask, self.num_visible(*mask.shape[-2:]))
         decoded = self.neck(features, mask)
-        return self.head.loss(decoded, teacher_tokens, mask)
+        # the loss positions on the teacher grid: patches at least half in masked cells
+        patch_mask = self.teacher.visible_patches(mask, inputs.shape[-2:])
+        return self.head.loss(decoded, teacher_tokens, patch_mask)
 
 
 def student_widths(backbone: dict) -> Tuple[int, ...]:
