@@ -180,7 +180,7 @@ class ToyModel(BaseModel):
         self.weight = torch.nn.Parameter(torch.ones(2))
 
     def forward(self, inputs, data_samples=None, mode='loss'):
-        return dict(loss=(torch.stack(inputs) * self.weight).sum())
+        return dict(loss=(inputs * self.weight).sum())  # inputs: (B, 2)
 
 
 class PoisonAfterFirstSave(Hook):
@@ -195,7 +195,7 @@ class PoisonAfterFirstSave(Hook):
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     runner = Runner(model=ToyModel(), work_dir=str(tmp_path),
-                    train_dataloader=dict(dataset=[torch.ones(2)] * 4, batch_size=2,
+                    train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 4, batch_size=2,
                                           sampler=dict(type='DefaultSampler', shuffle=False),
                                           collate_fn=dict(type='default_collate')),
                     optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
