@@ -1,9 +1,10 @@
 """A 2-process gloo run (tools/dist_train.sh) whose rank 1 is killed, or raises, ends the
 whole job in bounded time with that rank's failure in the output: no hang."""
+import os
 import time
 
 import pytest
-from fault_setup import image_folder, write_config
+from fault_setup import ENGINE_TESTS, ROOT, image_folder, write_config
 from helpers import run_tool
 
 BOUND_S = 60  # the config's process-group timeout; the job must end well inside it
@@ -16,7 +17,9 @@ def images(tmp_path_factory):
 
 def dist_train(config, work_dir):
     start = time.monotonic()
-    result = run_tool(['tools/dist_train.sh', config, 2, '--work-dir', work_dir], timeout=300)
+    # the fault hook module (tests/engine/fault_hooks.py) must import in every rank
+    result = run_tool(['tools/dist_train.sh', config, 2, '--work-dir', work_dir], timeout=300,
+                      env={'PYTHONPATH': f'{ROOT}{os.pathsep}{ENGINE_TESTS}'})
     return result, time.monotonic() - start
 
 
