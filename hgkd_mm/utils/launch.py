@@ -26,7 +26,9 @@ LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 # name, so norms that all-reduce by themselves on gloo (MaskedSyncBatchNorm2d) stay.
 CUDA_SYNC_BN_TYPES = ('SyncBN', 'SyncBatchNorm', 'MMSyncBN')
 # modules whose norm_cfg 'SyncBN' means their own gloo-safe masked SyncBN
-GLOO_SYNC_NORM_OWNERS = ('HGKDSparseResNet', )
+GLOO_SYNC_NORM_OWNERS = ('HGKDSparseResNet', 'HGKDSparseResNetMasked', 'HGKDSparseResNetV1c',
+                         'HGKDSparseResNetV1d', 'HGKDSparseResNeXt', 'HGKDSparseMobileNetV2',
+                         'HGKDSparseConvNeXt')
 
 
 def setup_launcher(cfg: Config, launcher: str) -> None:

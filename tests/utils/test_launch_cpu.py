@@ -94,11 +94,13 @@ def test_pytorch_launcher_on_cpu_inits_gloo(monkeypatch):
     close_process_group()  # no group: nothing to do
 
 
-def test_sparse_resnet_sync_bn_alias_stays():
-    """HGKDSparseResNet turns norm_cfg SyncBN into its MaskedSyncBatchNorm2d, which
-    all-reduces on gloo; a dense neck's SyncBN beside it still becomes BN."""
+@pytest.mark.parametrize('student', ['HGKDSparseResNet', 'HGKDSparseResNetV1c',
+                                     'HGKDSparseMobileNetV2'])
+def test_sparse_resnet_sync_bn_alias_stays(student):
+    """The students turn norm_cfg SyncBN into MaskedSyncBatchNorm2d, which all-reduces on
+    gloo; a dense neck's SyncBN beside it still becomes BN."""
     cfg = Config(dict(model=dict(
-        backbone=dict(type='HGKDSparseResNet', depth=18, norm_cfg=dict(type='SyncBN')),
+        backbone=dict(type=student, depth=18, norm_cfg=dict(type='SyncBN')),
         neck=dict(type='HGKDUNetDecoder', norm_cfg=dict(type='SyncBN')))))
     assert replace_cuda_sync_bn(cfg) == ['model.neck.norm_cfg.type=SyncBN']
     assert cfg.model.backbone.norm_cfg.type == 'SyncBN'
