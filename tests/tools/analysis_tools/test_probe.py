@@ -223,9 +223,11 @@ def test_finetune_runs(colour_folder, resnet18_checkpoint):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['random', '--data', '/no/such/folder'], '--data: no folder /no/such/folder'),
+    (['random', '--data', '/no/such/folder'], '--data: no folder or ann file /no/such/folder'),
     (['/no/such.pth', '--data', '.'], 'checkpoint: no file /no/such.pth'),
-    (['random', '--data', '.', '--test-dir', '/no/test'], '--test-dir: no folder /no/test'),
+    (['random', '--data', '.', '--test-dir', '/no/test'],
+     '--test-dir: no folder or ann file /no/test'),
+    (['random', '--data', '/no/train.txt'], '--data: no folder or ann file /no/train.txt'),
 ])
 def test_missing_paths_are_named_before_anything_runs(argv, message, capsys):
     from helpers import load_tool
