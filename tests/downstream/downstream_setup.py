@@ -25,15 +25,16 @@ def coco_subset(src: Path, dst: Path, num_images: int) -> Path:
 
 
 def tiny_det_config(path: Path, checkpoint: Path, data_root: str = f'{DATA}/coco-tiny/',
-                    batch_size: int = 2, val_images: int = 3) -> Path:
-    """The shipped config at 320x192, 2 iterations, fewer RoIs, validated on the first
-    ``val_images`` images of val2017 (dataset and COCO metric read the same subset file)."""
+                    batch_size: int = 2, val_images: int = 3, base: Path = DET_CONFIG) -> Path:
+    """The shipped config ``base`` at 320x192, 2 iterations, fewer RoIs, validated on the
+    first ``val_images`` images of val2017 (dataset and COCO metric read the same subset
+    file)."""
     val_ann = ROOT / data_root / 'annotations/instances_val2017.json'
     if val_ann.is_file():
         val_ann = coco_subset(val_ann, path.with_name(f'instances_val2017_{val_images}.json'),
                               val_images)
     return write_config(path, f"""
-_base_ = '{DET_CONFIG}'
+_base_ = '{base}'
 data_root = '{data_root}'
 # fewer RoIs keep the 4-conv box head cheap on a CPU; score_thr=0 so that the barely
 # trained heads still return detections for the metric to score
@@ -77,11 +78,12 @@ log_processor = dict(by_epoch=False)
 """)
 
 
-def tiny_seg_config(path: Path, checkpoint: Path, batch_size: int = 2) -> Path:
-    """The shipped config with 128x128 crops, 2 iterations, trained and evaluated on the
-    three ADE20K validation images of the sample."""
+def tiny_seg_config(path: Path, checkpoint: Path, batch_size: int = 2,
+                    base: Path = SEG_CONFIG) -> Path:
+    """The shipped config ``base`` with 128x128 crops, 2 iterations, trained and evaluated
+    on the three ADE20K validation images of the sample."""
     return write_config(path, f"""
-_base_ = '{SEG_CONFIG}'
+_base_ = '{base}'
 data_root = '{DATA}/ade20k-sample/ADEChallengeData2016'
 crop_size = (128, 128)
 model = dict(
@@ -161,6 +163,21 @@ def assert_backbone_loaded(log: str, checkpoint: Path) -> None:
 
 def tool_log(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
+
+
+def assert_takes_converted_backbone(cfg, checkpoint: Path) -> None:
+    """``cfg``'s model, its backbone's init_cfg pointed at ``checkpoint``, finds every
+    backbone tensor there (no missing or unexpected keys)."""
+    from mmengine.registry import MODELS, DefaultScope
+
+    from hgkd_mm.utils.pretrained_check import check_pretrained, pretrained_init_cfgs
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(checkpoint)})
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    (name, module, init_cfg), = pretrained_init_cfgs(model)
+    assert name == 'backbone'
+    assert check_pretrained(module, init_cfg['checkpoint'], init_cfg['prefix']) == len(
+        module.state_dict())
 
 
 def caltech_ann_files(out_dir: Path, train_images: int = 8,
