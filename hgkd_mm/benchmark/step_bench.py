@@ -33,6 +33,9 @@ from .profiling import profile_steps
 from .report import print_table
 
 SPARK_CONFIG = 'mmpretrain::spark/spark_sparse-resnet50_8xb512-amp-coslr-800e_in1k.py'
+# SparK's ConvNeXt (mmpretrain's SparseConvNeXt), for ConvNeXt students at their arch
+SPARK_CONVNEXT_CONFIG = ('mmpretrain::spark/'
+                         'spark_sparse-convnext-small_16xb256-amp-coslr-800e_in1k.py')
 MIB = 2**20
 SPARK_DEPTHS = (18, 34, 50, 101, 152)
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
@@ -107,8 +110,21 @@ def _swap_sync_norms(node) -> None:
             _swap_sync_norms(value)
 
 
-def spark_model_cfg(img_size: int, depth: int) -> dict:
-    """mmpretrain's own SparK ResNet config, sized for ``img_size`` and ``depth``."""
+def spark_model_cfg(img_size: int, depth: Optional[int],
+                    convnext: Optional[dict] = None) -> dict:
+    """mmpretrain's own SparK config, sized for ``img_size``: the ResNet of ``depth``, or
+    with ``convnext`` (a ConvNeXt student's backbone config) SparseConvNeXt of its arch and
+    drop path rate."""
+    if convnext is not None:
+        from mmpretrain.models.backbones import ConvNeXt
+        arch = convnext.get('arch', 'tiny')
+        model = get_config(SPARK_CONVNEXT_CONFIG).model.to_dict()
+        model['input_size'] = img_size
+        model['backbone'].update(arch=arch, drop_path_rate=convnext.get('drop_path_rate', 0.))
+        # the width of the deepest stage, halved per decoder step
+        channels = (ConvNeXt.arch_settings[arch] if isinstance(arch, str) else arch)['channels']
+        model['enc_dec_norm_dim'] = channels[-1]
+        return model
     model = get_config(SPARK_CONFIG).model.to_dict()
     model['input_size'] = img_size
     model['backbone']['depth'] = depth
@@ -337,11 +353,13 @@ def warm_up_hgkd(bench: Bench, model_cfg: ConfigDict, compiled: bool, warmup: in
                                         teacher=False, error=message)
 
 
-def warm_up_composition(bench: Bench, teacher: nn.Module, depth: int, warmup: int,
-                        seed: int) -> Step:
-    """mmpretrain's SparK step plus ``teacher``'s forward on the full image, eager."""
+def warm_up_composition(bench: Bench, teacher: nn.Module, depth: Optional[int], warmup: int,
+                        seed: int, convnext: Optional[dict] = None) -> Step:
+    """mmpretrain's SparK step plus ``teacher``'s forward on the full image, eager
+    (``convnext``: :func:`spark_model_cfg`'s)."""
     torch.manual_seed(seed)
-    spark = build_model(spark_model_cfg(bench.inputs.shape[-1], depth), bench.device)
+    spark = build_model(spark_model_cfg(bench.inputs.shape[-1], depth, convnext),
+                        bench.device)
     teacher = teacher_reading_full_image(teacher)
 
     def loss() -> Dict[str, torch.Tensor]:
@@ -408,11 +426,14 @@ def run(args) -> dict:
     hgkd.warmup_reserved_mib = hgkd_reserved
     hgkd_rss_mib = peak_rss_mib()  # before the composition and the variants exist
     steps = [hgkd]
-    spark_depth = args.spark_depth or model.backbone.depth
+    # a ConvNeXt student is compared with SparK's ConvNeXt, any other with its ResNet
+    convnext = (cfg.model.backbone.to_dict() if 'ConvNeXt' in type(model.backbone).__name__
+                else None)
+    spark_depth = None if convnext else args.spark_depth or model.backbone.depth
     if args.compare_spark:
         composition, composition_reserved = reserved_during(
             device, lambda: warm_up_composition(bench, model.teacher, spark_depth,
-                                                args.warmup, args.seed))
+                                                args.warmup, args.seed, convnext))
         if composition_reserved is not None:  # its teacher's weights came with H-GKD's
             composition.warmup_reserved_mib = (composition_reserved
                                                + state_bytes([model.teacher]) / MIB)
@@ -427,9 +448,10 @@ def run(args) -> dict:
     result = dict(
         config=args.config, **environment(device), batch_size=args.batch_size,
         img_size=img_size, amp='bf16' if bench.amp else 'fp32', compile=compile_info,
-        backend=model.backbone.backend, norm_impl=model.backbone.norm1.impl,
-        teacher_input_mode=model.teacher.input_mode,
-        channels_last=model.channels_last, student_depth=model.backbone.depth,
+        backend=getattr(model.backbone, 'backend', 'masked'),
+        norm_impl=getattr(getattr(model.backbone, 'norm1', None), 'impl', None),
+        teacher_input_mode=model.teacher.input_mode, student=type(model.backbone).__name__,
+        channels_last=model.channels_last, student_depth=getattr(model.backbone, 'depth', None),
         optimizer=bench.optimizer_cfg['type'],
         optimizer_fused=bool(optimizer.defaults.get('fused')),
         optimizer_groups=len(optimizer.param_groups), clip_grad=bench.clip_grad,
@@ -444,7 +466,8 @@ def run(args) -> dict:
         result['memory_note'] = ('CPU: peak RSS of the whole process (ru_maxrss); the H-GKD '
                                  'value is taken before the composition was built')
     if args.compare_spark:
-        add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth)
+        add_comparison(result, steps[1].summary(args.batch_size, device), spark_depth,
+                       SPARK_CONVNEXT_CONFIG if convnext else SPARK_CONFIG)
     if variants:
         result['variants'] = variant_speeds(result['hgkd'],
                                             [v.summary(args.batch_size, device) for v in variants],
@@ -553,9 +576,10 @@ def breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, bench: Bench,
     return result
 
 
-def add_comparison(result: dict, composition: dict, spark_depth: int) -> None:
+def add_comparison(result: dict, composition: dict, spark_depth: Optional[int],
+                   spark_config: str = SPARK_CONFIG) -> None:
     """Put the composition's numbers and the H-GKD / composition ratios into ``result``."""
-    result['composition'] = dict(composition, spark_config=SPARK_CONFIG,
+    result['composition'] = dict(composition, spark_config=spark_config,
                                  spark_depth=spark_depth, teacher_input_mode='full',
                                  compiled=False)
     result['ratio_img_per_s'] = result['hgkd']['img_per_s'] / composition['img_per_s']

@@ -47,6 +47,25 @@ def test_tiny_run_writes_sane_json(tool, tmp_path):
     assert {'graphs', 'cudagraph_skips'} <= set(result['compile'])
 
 
+def test_convnext_student_is_compared_with_sparks_convnext(tool, tmp_path):
+    student = dict(type='HGKDSparseConvNeXt', arch=dict(depths=[1, 1, 1, 1],
+                                                         channels=[8, 16, 32, 64]))
+    config = tmp_path / 'tiny_convnext.py'
+    config.write_text(TINY_CONFIG.replace(repr(tiny_hgkd_cfg()),
+                                          repr(tiny_hgkd_cfg(backbone=student))))
+    out = tmp_path / 'result.json'
+    tool.main([str(config), '--device', 'cpu', '--batch-size', '2', '--iters', '1',
+               '--warmup', '1', '--threads', '1', '--compare-spark', '--out', str(out),
+               '--cfg-options', 'model.neck.in_channels=[8,16,32,64]'])
+    result = json.loads(out.read_text())
+    assert result['student'] == 'HGKDSparseConvNeXt' and result['student_depth'] is None
+    assert result['composition']['spark_config'] == step_bench.SPARK_CONVNEXT_CONFIG
+    assert result['composition']['spark_depth'] is None and result['ratio_img_per_s'] > 0
+    spark = step_bench.spark_model_cfg(64, None, student)
+    assert spark['backbone']['type'] == 'SparseConvNeXt'
+    assert (spark['backbone']['arch'], spark['enc_dec_norm_dim']) == (student['arch'], 64)
+
+
 def test_variants_reach_the_model(tool, tmp_path):
     config = tmp_path / 'tiny.py'
     config.write_text(TINY_CONFIG)
