@@ -161,3 +161,25 @@ def test_visible_patches_worked_example():
     mask[0, 0, 0] = False
     masked = ~visible_patches(mask, (224, 224), 14)[0]
     assert masked.nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+
+
+def test_masked_input_mode_with_register_tokens():
+    """MAE-style masked input (no decoder): with every cell visible it is the full forward;
+    otherwise the masked patches carry zeros and the visible ones still see the registers."""
+    torch.manual_seed(0)
+    arch = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
+    options = dict(img_size=56, patch_size=14, layer_scale_init_value=1e-5,
+                   num_register_tokens=4, pos_embed_prefix=False)
+    full = perturbed(FrozenViTTeacher(arch, **options))
+    masked = FrozenViTTeacher(arch, input_mode='masked', **options)
+    masked.load_state_dict(full.state_dict())
+    images = torch.randn(2, 3, 112, 112)  # an 8x8 patch grid on 4x4 cells of 28 px
+    all_visible = torch.ones(2, 4, 4, dtype=torch.bool)
+    torch.testing.assert_close(masked(images, all_visible)[0], full(images)[0])
+    mask = random_mask(2, 4, 4, keep=6)
+    tokens = masked(images, mask)[0]
+    hidden = ~mask.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert not (tokens * hidden[:, None]).any() and (tokens * ~hidden[:, None]).abs().sum() > 0
+    with torch.no_grad():
+        masked.vit.register_tokens.add_(1.0)
+    assert not torch.allclose(masked(images, mask)[0], tokens)
