@@ -53,7 +53,7 @@ BAD_ARGS = {
     'compare_pretraining': ([], [
         ('--student-epochs', '0'), ('--workers', '-1'), ('--mae-batch-size', '0'),
         ('--img-size', '100'),
-        ('--probe-classes', '0')]),
+        ('--probe-classes', '0'), ('--pretrain-seed', '-1')]),
 }
 
 

@@ -3,6 +3,7 @@
     python tools/analysis_tools/compare_pretraining.py [--work-dir work_dirs/compare]
         [--teacher CKPT [--teacher-config CFG]] [--img-size 96] [--mae-epochs 20]
         [--student-epochs 3] [--spark-epochs N] [--eval-split val|test] [--seeds 0 1 2]
+        [--pretrain-seed N]
         [--finetune] [--ft-epochs 2] [--ft-seeds 0 1] [--pool-size N] [--probe-classes N]
         [--probe-per-class N] [--methods hgkd spark random teacher]
         [--hgkd-options KEY=VALUE ...] [--reuse-from WORK_DIR] [--smoke]
@@ -197,6 +198,9 @@ def write_configs(args: argparse.Namespace, pool: str) -> dict:
     spark = stage_overrides(bases['spark'], pool, size, args.spark_epochs,
                             args.student_batch_size, args.workers)
     spark['model'] = dict(input_size=size)
+    if args.pretrain_seed is not None:  # another pre-training run of the same recipe
+        for overrides in (mae, hgkd, spark):
+            overrides['randomness'] = dict(seed=args.pretrain_seed)
     configs = osp.join(args.work_dir, 'configs')
     return {name: write_config(osp.join(configs, f'{name}.py'), BASE_CONFIGS[name], overrides)
             for name, overrides in dict(mae=mae, hgkd=hgkd, spark=spark).items()}
@@ -204,7 +208,7 @@ def write_configs(args: argparse.Namespace, pool: str) -> dict:
 
 # ----------------------------------------------------------------------------- stages
 SHARED_SETTINGS = ('img_size', 'mae_epochs', 'student_epochs', 'spark_epochs', 'mae_batch_size',
-                   'student_batch_size', 'teacher', 'pool_images')
+                   'student_batch_size', 'teacher', 'pretrain_seed', 'pool_images')
 
 
 def reuse_stages(source: str, args: argparse.Namespace, settings: dict) -> None:
@@ -217,8 +221,8 @@ def reuse_stages(source: str, args: argparse.Namespace, settings: dict) -> None:
         raise SystemExit(f'--reuse-from: {source} is not a compare_pretraining work dir '
                          f'({error})')
     for key in SHARED_SETTINGS:
-        if theirs[key] != settings[key]:
-            raise SystemExit(f'--reuse-from: {source} has {key}={theirs[key]}, '
+        if theirs.get(key) != settings[key]:
+            raise SystemExit(f'--reuse-from: {source} has {key}={theirs.get(key)}, '
                              f'this run has {settings[key]}')
     epochs = dict(mae=args.mae_epochs, spark=args.spark_epochs)
     for name in ('mae', 'spark'):
@@ -429,6 +433,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--probe-per-class', type=positive_int,
                         help='probe on the first N images of each class only (quick runs)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--pretrain-seed', type=non_negative_int,
+                        help='seed of the pre-training stages (default: the configs\' 0); '
+                        'another seed in another --work-dir is another run of the recipe')
     parser.add_argument('--finetune', action='store_true', help='also fine-tune each model')
     parser.add_argument('--ft-epochs', type=positive_int, default=2)
     parser.add_argument('--ft-seeds', type=int, nargs='+', help='fine-tune seeds '

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_tool
+from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
@@ -87,3 +89,17 @@ def test_smoke_end_to_end_then_resume(tmp_path):
 
     not_a_run = run_compare(tmp_path / 'bad', '--reuse-from', str(tmp_path), ok=False)
     assert '--reuse-from' in not_a_run.stderr and 'settings.json' in not_a_run.stderr
+
+
+def test_pretrain_seed_sets_every_stage_seed(tmp_path):
+    """``--pretrain-seed`` is another run of the same recipe: the three stage configs get
+    ``randomness.seed``; without it they keep the repo configs' seed."""
+    tool = load_tool('analysis_tools/compare_pretraining.py')
+    pool = str(tmp_path / 'pool.txt')
+    for seed in (None, 3):
+        work_dir = tmp_path / f'seed_{seed}'
+        argv = ['--work-dir', str(work_dir)] + ([] if seed is None else
+                                                ['--pretrain-seed', str(seed)])
+        configs = tool.write_configs(tool.parse_args(argv), pool)
+        for name in ('mae', 'hgkd', 'spark'):
+            assert Config.fromfile(configs[name]).randomness.seed == (seed or 0), name
