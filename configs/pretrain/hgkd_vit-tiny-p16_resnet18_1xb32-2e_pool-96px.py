@@ -10,6 +10,7 @@ img_size = 96
 max_epochs = 2
 teacher_checkpoint = '{{ fileDirname }}/../../checkpoints/mae_vit-tiny-p16_pool-96px.pth'
 
+# restated: mmengine fixes the base's pipeline with the base's img_size (128) when it reads it
 train_pipeline = [
     dict(type='LoadImageOrRaise'),
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.67, 1.0),

@@ -8,6 +8,7 @@ data_root = '../shared/data/'
 img_size = 96
 max_epochs = 40
 
+# restated: mmengine fixes the base's pipeline with the base's img_size (128) when it reads it
 train_pipeline = [
     dict(type='LoadImageOrRaise'),
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.4, 1.0), backend='pillow',

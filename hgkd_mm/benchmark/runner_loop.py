@@ -20,7 +20,8 @@ from mmengine.dataset import Compose, default_collate
 from mmengine.hooks import Hook
 from mmengine.registry import DefaultScope
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+from ..datasets.image_folder import IMAGE_EXTENSIONS
+
 # this package's loaders that stand for LoadImageFromFile + RandomResizedCrop (+ RandomFlip)
 LOADERS = ('LoadRandomResizedCrop', 'LoadJpegCropParams')
 NOT_CROP_ARGS = ('type', 'draft', 'backend', 'backend_args', 'flip_prob')

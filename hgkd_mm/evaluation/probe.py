@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from hgkd_mm.datasets.image_folder import IMAGE_EXTENSIONS
 from hgkd_mm.utils.checkpoint_io import safe_load
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -75,7 +75,7 @@ def scan_image_folder(root: str, classes: Optional[Sequence[str]] = None) -> Ima
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(f for f in os.listdir(osp.join(root, name))
-                       if f.lower().endswith(IMG_EXTENSIONS))
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
         paths += [osp.join(root, name, f) for f in files]
         labels += [label] * len(files)
     if not paths:

@@ -17,6 +17,8 @@ import os.path as osp
 import random
 from typing import Dict, List, Sequence, Tuple
 
+from hgkd_mm.datasets.image_folder import IMAGE_EXTENSIONS
+
 SPLIT_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                      'configs', 'splits')
 LABELLED = 'caltech101/train'
@@ -24,7 +26,6 @@ UNLABELLED = ('imagenet-sample', )
 PARTS = ('train', 'val', 'test')
 FRACTIONS = (0.6, 0.2, 0.2)
 SEED = 0
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 
 
 def list_images(folder: str) -> List[str]:
@@ -32,7 +33,7 @@ def list_images(folder: str) -> List[str]:
     found = []
     for root, _, files in os.walk(folder):
         found += [osp.relpath(osp.join(root, name), folder) for name in files
-                  if name.lower().endswith(IMG_EXTENSIONS)]
+                  if name.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)
 
 

@@ -7,29 +7,30 @@ machine shared with other jobs slows both alike.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
-from typing import Dict, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from hgkd_mm.benchmark.step_bench import build_model
 
-def build_step(config: str):
-    """``step()`` running one ``train_step`` of ``config``'s model and optimizer."""
+
+def build_step(config: str) -> Callable[[dict], dict]:
+    """``step(data)``: one ``train_step`` of ``config``'s model and optim wrapper, built
+    as mmengine's Runner builds them in one process (SyncBN as BN); returns the log vars."""
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     if 'data_preprocessor' not in cfg.model and cfg.get('data_preprocessor'):
         cfg.model.data_preprocessor = cfg.data_preprocessor  # as mmengine's Runner does
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.train()
-    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    return model, optim_wrapper, cfg
+    model = build_model(cfg.model, torch.device('cpu'))
+    return functools.partial(model.train_step, optim_wrapper=build_optim_wrapper(
+        model, cfg.optim_wrapper))
 
 
 def time_steps(configs: Dict[str, str], batch_size: int, img_size: int, iters: int = 20,
@@ -42,15 +43,12 @@ def time_steps(configs: Dict[str, str], batch_size: int, img_size: int, iters: i
     images = torch.randint(0, 256, (batch_size, 3, img_size, img_size), dtype=torch.uint8)
     # as the configs' default_collate batches them
     data = dict(inputs=images, data_samples=[DataSample() for _ in range(batch_size)])
-    steps = {}
-    for name, config in configs.items():
-        model, optim_wrapper, _ = build_step(config)
-        steps[name] = (lambda m=model, o=optim_wrapper: m.train_step(data, o))
+    steps = {name: build_step(config) for name, config in configs.items()}
     times: Dict[str, list] = {name: [] for name in configs}
     for i in range(warmup + iters):
         for name, step in steps.items():
             start = time.perf_counter()
-            step()
+            step(data)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: dict(median_s=statistics.median(t), times_s=t) for name, t in times.items()}
@@ -67,4 +65,4 @@ def steps_at_equal_time(steps: int, result: Dict[str, dict], reference: str,
     return max(1, round(steps * ratio(result, reference, other)))
 
 
-__all__: Sequence[str] = ('time_steps', 'ratio', 'steps_at_equal_time')
+__all__: Sequence[str] = ('build_step', 'time_steps', 'ratio', 'steps_at_equal_time')

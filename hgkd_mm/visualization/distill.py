@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from mmpretrain.registry import TRANSFORMS
 
 from ..datasets import transforms  # noqa: F401  registers LoadImageOrRaise
+from ..datasets.image_folder import IMAGE_EXTENSIONS
 from ..utils import safe_load
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 MASKED_GREY = 128  # the masked cells in the "masked input" panel
 # top of the cosine-distance colour scale: 1 is orthogonal; larger distances share its colour
 DISTANCE_MAX = 1.0
@@ -43,10 +43,10 @@ def image_paths(items: Sequence[str]) -> List[str]:
             paths.append(item)
         elif osp.isdir(item):
             found = sorted(osp.join(folder, name) for folder, _, names in os.walk(item)
-                           for name in names if name.lower().endswith(IMAGE_SUFFIXES))
+                           for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
             if not found:
                 raise FileNotFoundError(f'{item}: no images in this folder (files ending in '
-                                        f"{', '.join(IMAGE_SUFFIXES)})")
+                                        f"{', '.join(IMAGE_EXTENSIONS)})")
             paths += found
         else:
             raise FileNotFoundError(f'image {item}: no such file or folder')
