@@ -29,8 +29,9 @@ setup(
         'spconv-cu121': ['spconv-cu121==2.3.8'],
         'spconv-cu124': ['spconv-cu124==2.3.8'],
         'spconv-cu126': ['spconv-cu126==2.3.8'],
-        # mmengine's TensorboardVisBackend (visualizer.vis_backends)
+        # mmengine's TensorboardVisBackend and WandbVisBackend (visualizer.vis_backends)
         'tensorboard': ['tensorboard'],
+        'wandb': ['wandb'],
         'tests': read_requirements('tests'),
         'all': ['mmdet==3.3.0', 'pycocotools', 'mmsegmentation==1.2.2', 'ftfy', 'regex'] + read_requirements('tests'),
     },

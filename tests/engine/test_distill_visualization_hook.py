@@ -1,11 +1,13 @@
 """DistillVisualizationHook: drawing during training leaves the weights bit for bit as
-without it; with TensorBoard on (as README switches it), the scalars and the pictures are
-read back from the event file."""
+without it; with TensorBoard or W&B (offline) on, as README switches them, the scalars and
+the pictures are read back from the backend's own files."""
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -76,24 +78,31 @@ def test_refused_by_name(setup):
         DistillVisualizationHook(interval=1, images=[])
 
 
+def train_with_backend(config, work_dir, image, backend, env=None):
+    """``tools/train.py`` for two iterations with ``backend`` and the hook drawing ``image``
+    after the second; the values its text log printed, per iteration."""
+    run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options',
+              f'visualizer.vis_backends.0.type={backend}',
+              'default_hooks.distill_vis.type=DistillVisualizationHook',
+              'default_hooks.distill_vis.interval=2', 'default_hooks.distill_vis.mask_seed=3',
+              f'default_hooks.distill_vis.images=[{image}]'], threads=2, check=True, env=env)
+    (text_log, ) = work_dir.glob('*/*.log')  # as printed (4 digits)
+    printed = [dict(re.findall(r'(\w+): ([-+.e\d]+)', line))
+               for line in text_log.read_text().splitlines() if 'Epoch(train)' in line]
+    assert len(printed) == 2
+    return printed
+
+
 def test_tensorboard_scalars_and_pictures(setup):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     folder, config = setup
     work_dir = folder / 'tensorboard'
     image = folder / 'images' / 'x' / '2.png'
-    run_tool(['tools/train.py', config, '--work-dir', work_dir, '--cfg-options',
-              'visualizer.vis_backends.0.type=TensorboardVisBackend',
-              'default_hooks.distill_vis.type=DistillVisualizationHook',
-              'default_hooks.distill_vis.interval=2', 'default_hooks.distill_vis.mask_seed=3',
-              f'default_hooks.distill_vis.images=[{image}]'], threads=2, check=True)
+    printed = train_with_backend(config, work_dir, image, 'TensorboardVisBackend')
     (events, ) = work_dir.glob('*/vis_data/events.out.tfevents.*')
     log = EventAccumulator(str(events), size_guidance={'images': 0, 'scalars': 0})
     log.Reload()
     assert {'loss', 'loss_feat', 'lr', 'grad_norm'} <= set(log.Tags()['scalars'])
-    (text_log, ) = work_dir.glob('*/*.log')  # the same values, as printed (4 digits)
-    printed = [dict(re.findall(r'(\w+): ([-+.e\d]+)', line))
-               for line in text_log.read_text().splitlines() if 'Epoch(train)' in line]
-    assert len(printed) == 2
     for key in ('loss_feat', 'lr', 'grad_norm'):
         values = [(e.step, e.value) for e in log.Scalars(key)]
         assert values == [(step, pytest.approx(float(line[key]), rel=1e-3))
@@ -111,3 +120,47 @@ def test_tensorboard_scalars_and_pictures(setup):
     expected = np.asarray(Image.open(folder / 'tool' / '2.png'))
     assert drawn.shape == expected.shape
     assert (drawn != expected).any(-1).mean() < 0.01  # float rounding may move a colour
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B offline run file: a 7-byte W&B header, then LevelDB's
+    log format (32 KiB blocks; 7-byte record headers: crc32, length, type FULL=1, FIRST=2,
+    MIDDLE=3, LAST=4)."""
+    from wandb.proto import wandb_internal_pb2
+    data = path.read_bytes()
+    assert data[:4] == b':W&B', path
+    pos, block, parts = 7, 32768, b''
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        length, kind = struct.unpack('<HB', data[pos + 4:pos + 7]) if left >= 7 else (0, 0)
+        if kind == 0:  # the zero padding at a block's end
+            pos += left
+            continue
+        parts += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            yield record
+            parts = b''
+
+
+def test_wandb_offline_scalars_and_pictures(setup):
+    folder, config = setup
+    work_dir = folder / 'wandb'
+    image = folder / 'images' / 'x' / '2.png'
+    printed = train_with_backend(config, work_dir, image, 'WandbVisBackend',
+                                 env=dict(WANDB_MODE='offline', WANDB_SILENT='true'))
+    (run_file, ) = work_dir.glob('*/vis_data/wandb/offline-run-*/run-*.wandb')
+    rows = [{item.key or '/'.join(item.nested_key): json.loads(item.value_json)
+             for item in record.history.item}
+            for record in wandb_records(run_file) if record.HasField('history')]
+    scalars = [row for row in rows if 'loss_feat' in row]
+    assert len(scalars) == 2
+    for key in ('loss_feat', 'lr', 'grad_norm'):
+        assert [row[key] for row in scalars] == [pytest.approx(float(line[key]), rel=1e-3)
+                                                 for line in printed]
+    (picture, ) = [row for row in rows if 'distill_2/path' in row]
+    drawn = np.asarray(Image.open(run_file.parent / 'files' / picture['distill_2/path']))
+    assert drawn.shape[:2] == (picture['distill_2/height'], picture['distill_2/width'])
+    assert drawn.shape[1] > 4 * drawn.shape[0]  # one row of five panels

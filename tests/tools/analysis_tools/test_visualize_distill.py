@@ -108,12 +108,18 @@ def test_same_seed_same_pictures_random_student(setup):
     ['model.backbone.backend=masked'],
     ['model.head.loss=cosine', 'model.head.target_norm=none'],
     ['model.teacher.input_mode=masked', 'model.teacher.decoder_num_heads=4'],
-], ids=['resnet50', 'masked-backend', 'cosine-loss', 'mae-decoder-teacher'])
+    ['model.backbone._delete_=True', 'model.backbone.type=HGKDSparseConvNeXt',
+     'model.backbone.arch=atto', 'model.backbone.out_indices=(0,1,2,3)',
+     'model.neck.in_channels=(40,80,160,320)'],
+    ['model.backbone._delete_=True', 'model.backbone.type=HGKDSparseMobileNetV2',
+     'model.backbone.out_indices=(1,2,4,7)', 'model.neck.in_channels=(24,32,96,1280)'],
+], ids=['resnet50', 'masked-backend', 'cosine-loss', 'mae-decoder-teacher', 'convnext',
+        'mobilenet-v2'])
 def test_students_and_teachers(setup, options):
     folder, config = setup
     if 'model.teacher.input_mode=masked' in options:
         options = options + [f'model.teacher.checkpoint={mae_teacher(folder)}']
-    out = folder / ('out_' + options[0].replace('=', '_'))
+    out = folder / ('out_' + '_'.join(options[:2]).replace('=', '_'))
     images = [folder / 'images' / 'x' / f'{i}.png' for i in range(2)]
     records = run(config, 'random', out, *images, extra=['--cfg-options', *options])
     assert len(records) == 2
