@@ -105,9 +105,10 @@ class HGKD(BaseSelfSupervisor):
         return self.backbone.stride
 
     def mask(self, inputs: Tensor) -> Tensor:
-        """Random per-sample mask on the stride-32 grid, built on the device.
+        """Random per-sample mask on the grid of the student's mask cells
+        (``backbone.mask_cell``, 32 px by default), built on the device.
 
-        Returns ``(B, H/32, W/32)`` bool, True = visible; every sample keeps
+        Returns ``(B, H/cell, W/cell)`` bool, True = visible; every sample keeps
         ``round(h * w * (1 - mask_ratio))`` cells (at least one).
         """
         batch = inputs.shape[0]
@@ -145,7 +146,7 @@ class HGKD(BaseSelfSupervisor):
     def loss(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
              **kwargs) -> Dict[str, Tensor]:
         """``inputs (B, 3, H, W)`` -> ``dict(loss_feat=..., [loss_sim=...])``."""
-        mask = self.mask(inputs)  # (B, H/32, W/32), True = visible
+        mask = self.mask(inputs)  # (B, H/cell, W/cell), True = visible
         # student_loss(inputs, mask, teacher(inputs, mask)), compiled or eager (``compile``)
         return self.compiled_step(self.teacher, self.student_loss, inputs, mask)
 

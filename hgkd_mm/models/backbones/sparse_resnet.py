@@ -48,6 +48,9 @@ class HGKDSparseResNet(ResNet):
         out_indices (Sequence[int]): stages to return, default all four
             (strides 4, 8, 16, 32).
         zero_init_residual (bool): as in ResNet; off by default, as in SparK.
+        mask_cell (int): the side of the square mask cells H-GKD draws
+            (:meth:`grid_size`), a multiple of 32 (default 32: one cell per stride-32
+            position; 64: 2x2 positions per cell).
         norm_impl (str): the masked norms' training-mode implementation: ``'torch'``
             (default) or ``'triton'`` (fused norm + ReLU kernels for the eager path on a
             GPU; see :class:`MaskedBatchNorm2d`). Same results. The ``packed`` backend
@@ -56,9 +59,9 @@ class HGKDSparseResNet(ResNet):
         **kwargs: other :class:`mmpretrain.models.ResNet` arguments.
 
     Forward:
-        ``inputs (B, 3, H, W)`` with ``H, W`` multiples of 32, ``mask (B, H/32, W/32)``
-        bool (True = visible) or None (all visible), and for ``packed`` optionally
-        ``num_visible``, the visible cells per sample (checked on the device; without it
+        ``inputs (B, 3, H, W)`` with ``H, W`` multiples of ``mask_cell``, ``mask (B,
+        H/mask_cell, W/mask_cell)`` bool (True = visible) or None (all visible), and for
+        ``packed`` optionally ``num_visible``, the visible cells of ``mask`` per sample (checked on the device; without it
         the ``packed`` backend counts them on the host). Returns a tuple of
         ``(B, C_i, H/s_i, W/s_i)`` features, zero at masked positions.
     """
@@ -70,8 +73,13 @@ class HGKDSparseResNet(ResNet):
                  norm_cfg: dict = dict(type='MaskedBatchNorm2d'),
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  zero_init_residual: bool = False,
+                 mask_cell: int = 32,
                  norm_impl: str = 'torch',
                  **kwargs):
+        if not (isinstance(mask_cell, int) and mask_cell > 0 and mask_cell % self.stride == 0):
+            raise ValueError(f'backbone.mask_cell={mask_cell!r} must be a multiple of the '
+                             f'student stride {self.stride} (HGKDSparseResNet): a '
+                             f'stride-{self.stride} position would straddle cells')
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
         if backend == 'packed' and norm_impl != 'torch':
@@ -91,6 +99,7 @@ class HGKDSparseResNet(ResNet):
                          zero_init_residual=zero_init_residual, **kwargs)
         self._to_masked_norms(self, sync='Sync' in norm_type, impl=norm_impl)
         self.backend = backend
+        self.mask_cell = mask_cell
         # holds no parameters and no mask state, only spconv's per-layer modules
         self.spconv_conv = SpconvConv2d() if backend == 'spconv' else None
 
@@ -171,26 +180,31 @@ class HGKDSparseResNet(ResNet):
                                norm=lambda norm, x, relu: norm(x, relu=relu),
                                output=layout.scatter)
 
-    @classmethod
-    def grid_size(cls, inputs: Tensor) -> Tuple[int, int]:
-        """``(H/32, W/32)``, the mask grid of ``inputs (B, 3, H, W)``; refuses sizes that
-        are not multiples of the stride."""
+    def grid_size(self, inputs: Tensor) -> Tuple[int, int]:
+        """``(H / mask_cell, W / mask_cell)``, the mask grid of ``inputs (B, 3, H, W)``;
+        refuses sizes that are not multiples of the cell."""
         height, width = inputs.shape[-2:]
-        if height % cls.stride or width % cls.stride:
-            raise ValueError(f'input size {height}x{width} must be a multiple of {cls.stride} '
-                             '(the student stride); check the crop/resize size in the pipeline')
-        return height // cls.stride, width // cls.stride
+        if height % self.mask_cell or width % self.mask_cell:
+            raise ValueError(f'input size {height}x{width} must be a multiple of the mask '
+                             f'cell {self.mask_cell} (backbone.mask_cell); check the '
+                             'crop/resize size in the pipeline')
+        return height // self.mask_cell, width // self.mask_cell
 
     def forward(self, inputs: Tensor, mask: Optional[Tensor] = None,
                 num_visible: Optional[int] = None) -> Tuple[Tensor, ...]:
         if mask is None:
             mask = inputs.new_ones(inputs.shape[0], *self.grid_size(inputs), dtype=bool)
             num_visible = mask[0].numel()
-        elif (mask.shape[0], *(size * self.stride for size in mask.shape[1:])) != (
+        elif (mask.shape[0], *(size * self.mask_cell for size in mask.shape[1:])) != (
                 inputs.shape[0], *inputs.shape[-2:]):  # a mask from grid_size() fits
             raise ValueError(f'mask shape {tuple(mask.shape)} does not fit the inputs '
-                             f'{tuple(inputs.shape)}: it must be (B, H/32, W/32), with H and '
-                             f'W multiples of {self.stride}')
+                             f'{tuple(inputs.shape)}: it must be (B, H/{self.mask_cell}, '
+                             f'W/{self.mask_cell}), with H and W multiples of the mask cell '
+                             f'{self.mask_cell} (backbone.mask_cell)')
+        repeat = self.mask_cell // self.stride
+        if repeat > 1:  # each cell: repeat x repeat stride-32 positions
+            mask = mask.repeat_interleave(repeat, 1).repeat_interleave(repeat, 2)
+            num_visible = None if num_visible is None else num_visible * repeat**2
         masks = MaskPyramid(mask)
         x = inputs * masks.at(inputs)
         if self.backend == 'packed':

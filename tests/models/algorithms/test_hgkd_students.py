@@ -103,7 +103,8 @@ def test_patch_14_loss_positions_are_the_area_rule():
     (dict(STUDENTS['resnet-v1c'], num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
           out_indices=(0, 1, 2), mask_cell=16), 16, (48, 80)),
     (dict(TINY_CONVNEXT, mask_cell=64), 64, (128, 192)),
-])
+    (dict(type='HGKDSparseResNet', depth=18, backend='packed', mask_cell=64), 64, (128, 192)),
+], ids=['resnet-v1c-16', 'convnext-64', 'resnet-packed-64'])
 def test_mask_cells_other_than_32(backbone, cell, size):
     model = build(backbone)
     mask = model.mask(torch.zeros(2, 3, *size))

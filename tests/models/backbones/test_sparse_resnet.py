@@ -102,9 +102,52 @@ def test_masked_positions_are_zero_and_inference_works_without_setup():
 
 def test_bad_input_size_and_mask():
     student = HGKDSparseResNet(18)
-    with pytest.raises(ValueError, match='multiple of 32'):
+    with pytest.raises(ValueError, match='multiple of the mask cell 32'):
         student(torch.randn(1, 3, 60, 64))
     with pytest.raises(ValueError, match='mask shape'):
         student(torch.randn(1, 3, 64, 64), torch.ones(1, 3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match='backend'):
         HGKDSparseResNet(18, backend='dense')
+
+
+@pytest.mark.parametrize('backend', ['masked', 'packed'])
+def test_mask_cell_64_matches_mmpretrain_sparse_resnet_float64(backend):
+    """A 64 px cell is 2x2 stride-32 positions: against mmpretrain's SparseResNet under
+    the same pixels masked (its mask on the stride-32 grid, each cell repeated)."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        reference = SparseResNet(18, out_indices=(0, 1, 2, 3),
+                                 norm_cfg=dict(type='SparseBatchNorm2d')).double()
+    randomize_norms(reference)
+    student = HGKDSparseResNet(18, backend=backend, mask_cell=64).double()
+    student.load_state_dict(reference.state_dict(), strict=True)
+    reference.train(), student.train()
+    inputs = torch.randn(2, 3, 128, 128, dtype=torch.float64)
+    assert student.grid_size(inputs) == (2, 2)
+    # two visible cells per sample (the packed backend's condition, as H-GKD draws them)
+    mask = torch.tensor([[[True, False], [False, True]], [[False, True], [True, False]]])
+    fine = mask.repeat_interleave(2, 1).repeat_interleave(2, 2)  # (2, 4, 4)
+    SparseHelper._cur_active = fine[:, None]
+    try:
+        expected = reference(inputs * fine[:, None].repeat_interleave(32, 2)
+                             .repeat_interleave(32, 3))
+    finally:
+        SparseHelper._cur_active = None
+    got = student(inputs, mask)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        assert_rel_close(g, e, 1e-9)
+    ref_state, state = reference.state_dict(), student.state_dict()
+    assert_rel_close(state['layer4.0.bn1.running_var'], ref_state['layer4.0.bn1.running_var'],
+                     1e-9)
+
+
+def test_mask_cell_refusals():
+    with pytest.raises(ValueError, match=r'backbone.mask_cell=48 must be a multiple of the '
+                                         r'student stride 32'):
+        HGKDSparseResNet(18, mask_cell=48)
+    student = HGKDSparseResNet(18, mask_cell=64)
+    with pytest.raises(ValueError, match=r'input size 96x128 must be a multiple of the mask '
+                                         r'cell 64 \(backbone.mask_cell\)'):
+        student.grid_size(torch.zeros(1, 3, 96, 128))
+    with pytest.raises(ValueError, match=r'must be \(B, H/64, W/64\)'):
+        student(torch.randn(1, 3, 128, 128), torch.ones(1, 4, 4, dtype=torch.bool))
