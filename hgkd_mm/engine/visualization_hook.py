@@ -70,7 +70,7 @@ class DistillVisualizationHook(Hook):
         if not is_main_process():
             return
         model = _unwrap(runner.model)
-        size = self.img_size or model.teacher.vit.patch_resolution[0] * model.teacher.patch_size
+        size = self.img_size or model.teacher.img_size
         self._images = load_images(self.paths, size)
         self._mask = seeded_mask(model, len(self.paths), size, self.mask_seed)
 

@@ -91,7 +91,7 @@ def build_model(args: argparse.Namespace) -> HGKD:
 def main(argv: Optional[Sequence[str]] = None) -> list:
     args = parse_args(argv)
     model = build_model(args)
-    size = args.img_size or model.teacher.vit.patch_resolution[0] * model.teacher.patch_size
+    size = args.img_size or model.teacher.img_size
     images = load_images(args.paths, size)
     mask = seeded_mask(model, len(images), size, args.mask_seed)
     names = picture_names(args.paths)

@@ -179,6 +179,7 @@ class FrozenViTTeacher(BaseModule):
         self.input_mode = input_mode
         self.autocast = autocast
         self.patch_size = patch_size
+        self.img_size = img_size  # the input side it was built for
         self.checkpoint = checkpoint
         self.decoder: Optional[MAEPretrainDecoder] = None
 

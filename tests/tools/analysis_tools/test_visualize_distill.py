@@ -113,8 +113,11 @@ def test_same_seed_same_pictures_random_student(setup):
      'model.neck.in_channels=(40,80,160,320)'],
     ['model.backbone._delete_=True', 'model.backbone.type=HGKDSparseMobileNetV2',
      'model.backbone.out_indices=(1,2,4,7)', 'model.neck.in_channels=(24,32,96,1280)'],
+    ['model.teacher.patch_size=14', 'model.teacher.layer_scale_init_value=1e-5',
+     'model.teacher.num_register_tokens=4', 'model.teacher.pos_embed_prefix=False',
+     'model.teacher.checkpoint=None'],
 ], ids=['resnet50', 'masked-backend', 'cosine-loss', 'mae-decoder-teacher', 'convnext',
-        'mobilenet-v2'])
+        'mobilenet-v2', 'dinov2-p14-registers'])
 def test_students_and_teachers(setup, options):
     folder, config = setup
     if 'model.teacher.input_mode=masked' in options:
