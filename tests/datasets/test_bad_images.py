@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fault_setup import image_folder, run, train_command, write_config
 from mmcv.transforms import Compose
+from mmengine.registry import DefaultScope
 from PIL import Image, ImageOps
 
 from hgkd_mm.datasets import LoadImageOrRaise
@@ -67,8 +68,10 @@ PIPELINE = [dict(type='RandomResizedCrop', scale=24), dict(type='RandomFlip', pr
 
 
 def load(path, **kwargs):
-    pipeline = Compose([TRANSFORMS.build(dict(type='LoadImageOrRaise', **kwargs))]
-                       + [TRANSFORMS.build(t) for t in PIPELINE])
+    # whatever default scope an earlier test's Runner left behind
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        pipeline = Compose([TRANSFORMS.build(dict(type='LoadImageOrRaise', **kwargs))]
+                           + [TRANSFORMS.build(t) for t in PIPELINE])
     return pipeline(dict(img_path=str(path)))
 
 
