@@ -91,7 +91,7 @@ def test_bad_mask_ratio(ratio):
 
 def test_input_not_multiple_of_32():
     model = build()
-    with pytest.raises(ValueError, match='multiple of 32'):
+    with pytest.raises(ValueError, match='multiple of the mask cell 32'):
         model.loss(torch.randn(1, 3, 80, 64))
 
 
