@@ -61,8 +61,9 @@ class HGKDSparseResNet(ResNet):
     Forward:
         ``inputs (B, 3, H, W)`` with ``H, W`` multiples of ``mask_cell``, ``mask (B,
         H/mask_cell, W/mask_cell)`` bool (True = visible) or None (all visible), and for
-        ``packed`` optionally ``num_visible``, the visible cells of ``mask`` per sample (checked on the device; without it
-        the ``packed`` backend counts them on the host). Returns a tuple of
+        ``packed`` optionally ``num_visible``, the visible cells of ``mask`` per sample
+        (checked on the device; without it the ``packed`` backend counts them on the
+        host). Returns a tuple of
         ``(B, C_i, H/s_i, W/s_i)`` features, zero at masked positions.
     """
     stride = 32
