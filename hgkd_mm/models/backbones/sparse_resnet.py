@@ -12,6 +12,7 @@ from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck
 from mmpretrain.registry import MODELS
 
 from ..sparse import MaskPyramid, PackedLayout, SpconvConv2d, to_masked_norm
+from ..sparse.sparsify import cell_grid, check_mask_cell
 
 BACKENDS = ('masked', 'packed', 'spconv')
 
@@ -77,10 +78,6 @@ class HGKDSparseResNet(ResNet):
                  mask_cell: int = 32,
                  norm_impl: str = 'torch',
                  **kwargs):
-        if not (isinstance(mask_cell, int) and mask_cell > 0 and mask_cell % self.stride == 0):
-            raise ValueError(f'backbone.mask_cell={mask_cell!r} must be a multiple of the '
-                             f'student stride {self.stride} (HGKDSparseResNet): a '
-                             f'stride-{self.stride} position would straddle cells')
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
         if backend == 'packed' and norm_impl != 'torch':
@@ -100,7 +97,7 @@ class HGKDSparseResNet(ResNet):
                          zero_init_residual=zero_init_residual, **kwargs)
         self._to_masked_norms(self, sync='Sync' in norm_type, impl=norm_impl)
         self.backend = backend
-        self.mask_cell = mask_cell
+        self.mask_cell = check_mask_cell(mask_cell, self.stride, 'HGKDSparseResNet')
         # holds no parameters and no mask state, only spconv's per-layer modules
         self.spconv_conv = SpconvConv2d() if backend == 'spconv' else None
 
@@ -184,12 +181,7 @@ class HGKDSparseResNet(ResNet):
     def grid_size(self, inputs: Tensor) -> Tuple[int, int]:
         """``(H / mask_cell, W / mask_cell)``, the mask grid of ``inputs (B, 3, H, W)``;
         refuses sizes that are not multiples of the cell."""
-        height, width = inputs.shape[-2:]
-        if height % self.mask_cell or width % self.mask_cell:
-            raise ValueError(f'input size {height}x{width} must be a multiple of the mask '
-                             f'cell {self.mask_cell} (backbone.mask_cell); check the '
-                             'crop/resize size in the pipeline')
-        return height // self.mask_cell, width // self.mask_cell
+        return cell_grid(inputs, self.mask_cell)
 
     def forward(self, inputs: Tensor, mask: Optional[Tensor] = None,
                 num_visible: Optional[int] = None) -> Tuple[Tensor, ...]:

@@ -234,6 +234,27 @@ class _ProbeForward(nn.Module):
                                                                      self.masks)
 
 
+def check_mask_cell(mask_cell, stride: int, owner: str) -> int:
+    """``mask_cell`` if it is a positive multiple of the student ``stride`` (a position of
+    the deepest map must not straddle cells); else a ``ValueError`` naming the option."""
+    if not (isinstance(mask_cell, int) and mask_cell > 0 and mask_cell % stride == 0):
+        raise ValueError(f'backbone.mask_cell={mask_cell!r} must be a multiple of the '
+                         f'student stride {stride} ({owner}): a stride-{stride} position '
+                         'would straddle cells')
+    return mask_cell
+
+
+def cell_grid(inputs: Tensor, mask_cell: int) -> Tuple[int, int]:
+    """``(H / mask_cell, W / mask_cell)`` of ``inputs (B, C, H, W)``; refuses sizes that are
+    not multiples of the cell."""
+    height, width = inputs.shape[-2:]
+    if height % mask_cell or width % mask_cell:
+        raise ValueError(f'input size {height}x{width} must be a multiple of the mask cell '
+                         f'{mask_cell} (backbone.mask_cell); check the crop/resize size in '
+                         'the pipeline')
+    return height // mask_cell, width // mask_cell
+
+
 class SparseCNN:
     """Mixin making a dense mmpretrain CNN backbone a submanifold-sparse student.
 
@@ -266,12 +287,8 @@ class SparseCNN:
         to_masked_norms(self)
         self._sparse_forwards = self._trace()
         self.out_channels, self.out_strides, self.stride = self._probe()
-        self.mask_cell = self.stride if mask_cell is None else mask_cell
-        if not (isinstance(self.mask_cell, int) and self.mask_cell > 0
-                and self.mask_cell % self.stride == 0):
-            raise ValueError(f'backbone.mask_cell={mask_cell!r} must be a multiple of the '
-                             f'student stride {self.stride} ({type(self).__name__}): a '
-                             f'stride-{self.stride} position would straddle cells')
+        self.mask_cell = check_mask_cell(self.stride if mask_cell is None else mask_cell,
+                                         self.stride, type(self).__name__)
 
     def _trace(self) -> Dict[bool, Callable]:
         return {mode: sparse_forward(self, mode) for mode in (True, False)}
@@ -290,12 +307,7 @@ class SparseCNN:
     def grid_size(self, inputs: Tensor) -> Tuple[int, int]:
         """``(H / mask_cell, W / mask_cell)``, the mask grid H-GKD draws for ``inputs (B, C,
         H, W)``; refuses sizes that are not multiples of the cell."""
-        height, width = inputs.shape[-2:]
-        if height % self.mask_cell or width % self.mask_cell:
-            raise ValueError(f'input size {height}x{width} must be a multiple of the mask '
-                             f'cell {self.mask_cell} (backbone.mask_cell); check the '
-                             'crop/resize size in the pipeline')
-        return height // self.mask_cell, width // self.mask_cell
+        return cell_grid(inputs, self.mask_cell)
 
     def mask_pyramid(self, inputs: Tensor, mask: Tensor) -> MaskPyramid:
         """Check ``mask`` against ``inputs`` and :attr:`stride`."""
