@@ -95,12 +95,12 @@ class LoadRandomResizedCrop(RandomResizedCrop):
     def transform(self, results: dict) -> dict:
         path = results['img_path']
         try:
-            rgb, ori_shape, crop_box = self._load_crop(
+            bgr, ori_shape, crop_box = self._load_crop(
                 fileio.get(path, backend_args=self.backend_args))
         except Exception as e:
             raise OSError(f'cannot read image {path}: {type(e).__name__}: {e}') from e
-        results['img'] = rgb[..., ::-1]  # a view; PackInputs makes it contiguous (C, H, W)
-        results['img_shape'] = rgb.shape[:2]
+        results['img'] = bgr
+        results['img_shape'] = bgr.shape[:2]
         results['ori_shape'] = ori_shape
         results['crop_box'] = crop_box
         return results
@@ -122,7 +122,7 @@ class LoadRandomResizedCrop(RandomResizedCrop):
         return image.height, image.width, image
 
     def _load_crop(self, data: bytes) -> Tuple[np.ndarray, Tuple[int, int], tuple]:
-        """(out_h, out_w, 3) RGB ``uint8`` crop of the encoded image ``data``, the full
+        """(out_h, out_w, 3) BGR ``uint8`` crop of the encoded image ``data``, the full
         (h, w) and the crop box (top, left, height, width)."""
         height, width, image = self._open(data)
         crop_box = self.rand_crop_params(SimpleNamespace(shape=(height, width)))
@@ -132,7 +132,7 @@ class LoadRandomResizedCrop(RandomResizedCrop):
         pixels = None
         if image is None:
             try:  # factors >= scale, at least the size of a 1 / scale decode: 1 / scale
-                pixels = simplejpeg.decode_jpeg(data, colorspace='RGB', min_factor=scale,
+                pixels = simplejpeg.decode_jpeg(data, colorspace='BGR', min_factor=scale,
                                                 min_height=-(-height // scale),
                                                 min_width=-(-width // scale))
             except ValueError:  # e.g. CMYK, which PIL converts; PIL names other faults
@@ -145,13 +145,16 @@ class LoadRandomResizedCrop(RandomResizedCrop):
             if image.mode != 'RGB':
                 image = image.convert('RGB')
             if self.backend == 'pillow':
-                return self._pillow_resize(image, crop_box, scale), (height, width), crop_box
+                resized = self._pillow_resize(image, crop_box, scale)[..., ::-1]
+                return resized, (height, width), crop_box
             pixels = np.asarray(image)
         scale = width / pixels.shape[1]
         top, left, bottom, right = (round(v / scale) for v in
                                     (top, left, top + crop_h, left + crop_w))
         resized = torch_resize(pixels[top:bottom, left:right], (out_h, out_w),
                                self.interpolation)
+        if image is not None:  # PIL decodes RGB
+            resized = resized[..., ::-1]
         return resized, (height, width), crop_box
 
     def _pillow_resize(self, image: Image.Image, crop_box: tuple, scale: float) -> np.ndarray:

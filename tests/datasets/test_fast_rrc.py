@@ -158,8 +158,14 @@ def test_reduced_decode_of_real_photos_is_close_to_full_size(monkeypatch, decode
 
 
 @needs_coco
-def test_close_to_the_configs_cv2_decode():
-    """Against mmcv's default decoder (cv2), the paper config's loader."""
+@pytest.mark.parametrize('decoder', ['simplejpeg', 'pil'])
+def test_close_to_the_configs_cv2_decode(monkeypatch, decoder):
+    """Against mmcv's default decoder (cv2), the paper config's loader, with either JPEG
+    decoder (simplejpeg decodes BGR, PIL RGB): the same channel order."""
+    if decoder == 'pil':
+        monkeypatch.setattr(fast_rrc, 'simplejpeg', None)
+    elif fast_rrc.simplejpeg is None:
+        pytest.skip('simplejpeg is not installed')
     for seed, path in enumerate(COCO[:4]):
         reference = run(mmpretrain_pipeline(224, decoder='cv2'), path, seed)
         fast = run(fast_pipeline(224), path, seed)
