@@ -158,6 +158,29 @@ def test_reduced_decode_of_real_photos_is_close_to_full_size(monkeypatch, decode
 
 
 @needs_coco
+def test_pillow_resize_of_a_reduced_decode_is_close_to_full_size():
+    """backend='pillow' with draft: the box is resized from the 1/2-size decode (in reduced
+    units), within a few levels of the full-size decode's pillow resize."""
+    scales = []
+    resize = fast_rrc.LoadRandomResizedCrop._pillow_resize
+
+    def record(self, image, crop_box, scale):
+        scales.append(scale)
+        return resize(self, image, crop_box, scale)
+
+    pipeline = [dict(type='LoadRandomResizedCrop', scale=224, crop_ratio_range=(0.9, 1.0),
+                     interpolation='bicubic', backend='pillow')]
+    for seed, path in enumerate(COCO[:4]):
+        full = run([dict(pipeline[0], draft=False)], path, seed)
+        with mock.patch.object(fast_rrc.LoadRandomResizedCrop, '_pillow_resize', record):
+            reduced = run(pipeline, path, seed)
+        assert reduced['crop_box'] == full['crop_box']
+        difference = np.abs(reduced['img'].astype(float) - full['img'].astype(float))
+        assert difference.mean() < 5.0, (path, difference.mean())
+    assert 2 in scales
+
+
+@needs_coco
 @pytest.mark.parametrize('decoder', ['simplejpeg', 'pil'])
 def test_close_to_the_configs_cv2_decode(monkeypatch, decoder):
     """Against mmcv's default decoder (cv2), the paper config's loader, with either JPEG
