@@ -10,6 +10,7 @@ from mmpretrain.models.backbones import VisionTransformer
 from helpers import random_mask
 
 from hgkd_mm.models.teachers import FrozenViTTeacher, load_state_dict_strict, visible_patches
+from hgkd_mm.models.teachers.patch_grid import teacher_grid
 
 
 @pytest.mark.parametrize('arch', sorted(VisionTransformer.arch_zoo))
@@ -151,6 +152,13 @@ def test_visible_patches_by_area(image_hw, cell, patch):
         factor = cell // patch
         expected = mask.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
         assert torch.equal(got, expected)
+
+
+def test_patch_grid_of_any_size_and_a_mask_grid_that_does_not_divide_the_image():
+    assert teacher_grid((224, 230), 14) == (16, 17)  # the last patch padded
+    with pytest.raises(ValueError, match='image size 224x230 is not a multiple of the mask '
+                                         'grid 7x7'):
+        visible_patches(torch.ones(1, 7, 7, dtype=torch.bool), (224, 230), 14)
 
 
 def test_visible_patches_worked_example():

@@ -95,3 +95,19 @@ def test_refused_by_name(runs, tmp_path, capsys):
             tool.main(argv)
         assert message in capsys.readouterr().err
     assert not (tmp_path / 'c.png').exists() and not (tmp_path / 'd.png').exists()
+
+
+def test_a_line_that_is_not_json_is_named(tmp_path):
+    scalars = tmp_path / 'scalars.json'
+    scalars.write_text('{"loss": 1.0, "iter": 1}\n\n{"loss": 0.5, "iter": 2}\n')
+    assert [r['loss'] for r in read_scalars(str(scalars))] == [1.0, 0.5]  # blank lines skipped
+    scalars.write_text('{"loss": 1.0, "iter": 1}\n{"loss": 0.5, "it\n')
+    with pytest.raises(ValueError, match=r'scalars.json, line 2: not JSON'):
+        read_scalars(str(scalars))
+    with pytest.raises(FileNotFoundError, match='missing: no such work dir or scalars.json'):
+        read_scalars(str(tmp_path / 'missing'))
+
+
+def test_an_unknown_x_axis_is_refused(runs):
+    with pytest.raises(ValueError, match="x must be one of .*, got 'step'"):
+        plot_curves({'a': read_scalars(str(runs / 'a'))}, ['loss'], x='step')
