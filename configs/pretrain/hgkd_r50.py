@@ -15,15 +15,14 @@ teacher_checkpoint = ('https://download.openmmlab.com/mmselfsup/1.x/mae/'
                       'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k/'
                       'mae_vit-base-p16_8xb512-fp16-coslr-1600e_in1k_20220825-f7569ca2.pth')
 
-# mmpretrain's LoadImageFromFile + RandomResizedCrop in one transform: the same crop boxes
-# and bicubic resize, the JPEG decoded at 1/2-1/8 size when the crop allows it and only the
-# crop resized (torch's antialiased uint8 resize); uint8 until the data preprocessor
-# normalises on the device. Per dataloader worker ~2.9x mmpretrain's pipeline
-# (docs/data_pipeline.md). A GPU-decoding variant: hgkd_r50_gpu-decode.py.
+# mmpretrain's LoadImageFromFile + RandomResizedCrop + RandomFlip in one transform: the
+# same crop boxes, flips and bicubic resize, the JPEG decoded at 1/2-1/8 size when the crop
+# allows it and only the crop resized (torch's antialiased uint8 resize); uint8 until the
+# data preprocessor normalises on the device. Per dataloader worker ~2.9x mmpretrain's
+# pipeline (docs/data_pipeline.md). A GPU-decoding variant: hgkd_r50_gpu-decode.py.
 train_pipeline = [
     dict(type='LoadRandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0),
-         interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
+         interpolation='bicubic', flip_prob=0.5),  # RandomFlip(prob=0.5)'s draws
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(

@@ -73,14 +73,28 @@ class LoadRandomResizedCrop(RandomResizedCrop):
             the exact box; without ``draft`` the pixels of ``LoadImageFromFile
             (imdecode_backend='pillow')`` + ``RandomResizedCrop(backend='pillow')``.
         draft (bool): decode JPEGs at reduced size when the crop allows it.
+        flip_prob (float): probability of a horizontal flip, drawn after the crop box as
+            ``RandomFlip(prob=flip_prob)`` draws it (the same flips for the same seed,
+            without its ``np.random.choice``, a few percent of the loader's time); sets
+            ``flip`` and ``flip_direction``. Only the image is flipped: the pre-training
+            pipelines have no boxes or maps. 0 (default): no draw; a ``RandomFlip`` may
+            follow.
         backend_args (dict, optional): mmengine file backend arguments.
 
     A file that cannot be read or decoded raises ``OSError`` naming it.
     """
 
     def __init__(self, *args, backend: str = 'torch', draft: bool = True,
-                 backend_args: Optional[dict] = None, **kwargs):
+                 flip_prob: float = 0.0, backend_args: Optional[dict] = None, **kwargs):
         super().__init__(*args, backend=backend, **kwargs)
+        if not 0 <= flip_prob <= 1:
+            raise ValueError(f'LoadRandomResizedCrop: flip_prob must be in [0, 1], got '
+                             f'{flip_prob!r}')
+        self.flip_prob = flip_prob
+        # RandomFlip's np.random.choice(['horizontal', None], p=[prob, 1 - prob]) takes one
+        # random_sample() and flips when it is below the first value of the normalised cdf
+        cdf = np.cumsum([flip_prob, 1.0 - flip_prob])
+        self._flip_below = cdf[0] / cdf[-1]
         allowed = dict(torch=TORCH_INTERPOLATIONS, pillow=tuple(pillow_interp_codes))
         if backend not in allowed:
             raise ValueError(f"LoadRandomResizedCrop: backend must be 'torch' or 'pillow', "
@@ -103,6 +117,12 @@ class LoadRandomResizedCrop(RandomResizedCrop):
         results['img_shape'] = bgr.shape[:2]
         results['ori_shape'] = ori_shape
         results['crop_box'] = crop_box
+        if self.flip_prob > 0:
+            flip = bool(np.random.random_sample() < self._flip_below)
+            results['flip'] = flip
+            results['flip_direction'] = 'horizontal' if flip else None
+            if flip:
+                results['img'] = bgr[:, ::-1]  # a view, as mmcv.imflip's
         return results
 
     def _open(self, data: bytes) -> Tuple[int, int, Optional[Image.Image]]:

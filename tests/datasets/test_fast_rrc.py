@@ -6,6 +6,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
 from PIL import Image
@@ -226,17 +227,42 @@ def test_undecodable_file_is_named(tmp_path):
         run(fast_pipeline(32), truncated, 0)
 
 
-def test_rejects_unknown_backend_and_interpolation():
+def test_rejects_unknown_backend_interpolation_and_flip_prob():
     from hgkd_mm.datasets.fast_rrc import LoadRandomResizedCrop
     with pytest.raises(ValueError, match="backend must be 'torch' or 'pillow'"):
         LoadRandomResizedCrop(scale=32, backend='cv2')
     with pytest.raises(ValueError, match='interpolation'):
         LoadRandomResizedCrop(scale=32, interpolation='lanczos')
+    with pytest.raises(ValueError, match=r'flip_prob must be in \[0, 1\], got 1.5'):
+        LoadRandomResizedCrop(scale=32, flip_prob=1.5)
+
+
+@pytest.mark.parametrize('prob', [0.5, 0.25, 0.9, 1.0])
+def test_flip_prob_draws_the_flips_of_random_flip(tmp_path, prob):
+    """flip_prob draws what RandomFlip(prob) after the loader draws, seed by seed, and
+    leaves numpy's RNG where RandomFlip leaves it."""
+    path = photo(tmp_path)
+    loader = dict(type='LoadRandomResizedCrop', scale=32, **dict(CROP, backend='torch'))
+    fused = build([dict(loader, flip_prob=prob), dict(type='PackInputs')])
+    apart = build([loader, dict(type='RandomFlip', prob=prob), dict(type='PackInputs')])
+    flips = []
+    for seed in range(300):
+        ours, theirs = run(fused, path, seed), run(apart, path, seed)
+        next_ours = np.random.random_sample()
+        np.random.seed(seed)
+        apart(dict(img_path=str(path)))
+        assert np.random.random_sample() == next_ours
+        assert torch.equal(ours['inputs'], theirs['inputs']), seed
+        assert ours['data_samples'].flip == theirs['data_samples'].flip
+        assert ours['data_samples'].flip_direction == theirs['data_samples'].flip_direction
+        flips.append(ours['data_samples'].flip)
+    assert prob == 1.0 or 0 < sum(flips) < len(flips)
 
 
 @pytest.mark.skipif(not os.path.isdir('../shared/data'), reason='needs ../shared/data')
 def test_paper_config_uses_it():
     from mmengine.config import Config
     cfg = Config.fromfile('configs/pretrain/hgkd_r50.py')
-    types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
-    assert types[0] == 'LoadRandomResizedCrop'
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert [t['type'] for t in pipeline] == ['LoadRandomResizedCrop', 'PackInputs']
+    assert pipeline[0]['flip_prob'] == 0.5
