@@ -18,7 +18,7 @@ teacher_checkpoint = ('https://download.openmmlab.com/mmselfsup/1.x/mae/'
 # mmpretrain's LoadImageFromFile + RandomResizedCrop + RandomFlip in one transform: the
 # same crop boxes, flips and bicubic resize, the JPEG decoded at 1/2-1/8 size when the crop
 # allows it and only the crop resized (torch's antialiased uint8 resize); uint8 until the
-# data preprocessor normalises on the device. Per dataloader worker ~2.9x mmpretrain's
+# data preprocessor normalises on the device. Per dataloader worker about 3x mmpretrain's
 # pipeline (docs/data_pipeline.md). A GPU-decoding variant: hgkd_r50_gpu-decode.py.
 train_pipeline = [
     dict(type='LoadRandomResizedCrop', scale=224, crop_ratio_range=(0.67, 1.0),
