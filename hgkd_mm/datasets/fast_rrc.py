@@ -49,6 +49,28 @@ def torch_resize(image: np.ndarray, size: Tuple[int, int], interpolation: str) -
     return resized[0].permute(1, 2, 0).numpy()
 
 
+class FlipDraw:
+    """``RandomFlip(prob=prob, direction='horizontal')``'s draw without its
+    ``np.random.choice``: that takes one ``random_sample()`` and flips when it is below the
+    first value of the normalised cdf of ``[prob, 1 - prob]``. The same flips, and the same
+    RNG state after them, for the same seed; ``prob`` is refused as ``RandomFlip`` refuses
+    it (not a float in [0, 1]), naming ``owner``'s flip_prob."""
+
+    def __init__(self, prob: float, owner: str):
+        if not (isinstance(prob, float) and 0 <= prob <= 1):
+            raise ValueError(f'{owner}: flip_prob must be in [0, 1], got {prob!r} (a float, '
+                             "as RandomFlip's prob)")
+        cdf = np.cumsum([prob, 1.0 - prob])
+        self.below = cdf[0] / cdf[-1]
+
+    def __call__(self, results: dict) -> bool:
+        """Draw, set ``flip`` and ``flip_direction`` in ``results``, return the flip."""
+        flip = bool(np.random.random_sample() < self.below)
+        results['flip'] = flip
+        results['flip_direction'] = 'horizontal' if flip else None
+        return flip
+
+
 @TRANSFORMS.register_module()
 class LoadRandomResizedCrop(RandomResizedCrop):
     """``LoadImageFromFile`` + mmpretrain's ``RandomResizedCrop`` in one step, faster.
@@ -87,14 +109,8 @@ class LoadRandomResizedCrop(RandomResizedCrop):
     def __init__(self, *args, backend: str = 'torch', draft: bool = True,
                  flip_prob: float = 0.0, backend_args: Optional[dict] = None, **kwargs):
         super().__init__(*args, backend=backend, **kwargs)
-        if not 0 <= flip_prob <= 1:
-            raise ValueError(f'LoadRandomResizedCrop: flip_prob must be in [0, 1], got '
-                             f'{flip_prob!r}')
         self.flip_prob = flip_prob
-        # RandomFlip's np.random.choice(['horizontal', None], p=[prob, 1 - prob]) takes one
-        # random_sample() and flips when it is below the first value of the normalised cdf
-        cdf = np.cumsum([flip_prob, 1.0 - flip_prob])
-        self._flip_below = cdf[0] / cdf[-1]
+        self.draw_flip = FlipDraw(flip_prob, 'LoadRandomResizedCrop')
         allowed = dict(torch=TORCH_INTERPOLATIONS, pillow=tuple(pillow_interp_codes))
         if backend not in allowed:
             raise ValueError(f"LoadRandomResizedCrop: backend must be 'torch' or 'pillow', "
@@ -117,12 +133,8 @@ class LoadRandomResizedCrop(RandomResizedCrop):
         results['img_shape'] = bgr.shape[:2]
         results['ori_shape'] = ori_shape
         results['crop_box'] = crop_box
-        if self.flip_prob > 0:
-            flip = bool(np.random.random_sample() < self._flip_below)
-            results['flip'] = flip
-            results['flip_direction'] = 'horizontal' if flip else None
-            if flip:
-                results['img'] = bgr[:, ::-1]  # a view, as mmcv.imflip's
+        if self.flip_prob > 0 and self.draw_flip(results):
+            results['img'] = bgr[:, ::-1]  # a view, as mmcv.imflip's
         return results
 
     def _open(self, data: bytes) -> Tuple[int, int, Optional[Image.Image]]:

@@ -15,7 +15,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmcv.transforms import RandomFlip
 from mmengine.logging import print_log
 from mmengine import fileio
 from PIL import Image, ImageOps
@@ -25,7 +24,7 @@ from mmpretrain.datasets.transforms import RandomResizedCrop
 from mmpretrain.models.utils import SelfSupDataPreprocessor
 from mmpretrain.registry import MODELS, TRANSFORMS
 
-from .fast_rrc import EXIF_ORIENTATION
+from .fast_rrc import EXIF_ORIENTATION, FlipDraw
 
 # interpolations torch resizes with an antialiasing filter as pillow does
 TORCH_MODES = {'bilinear': 'bilinear', 'bicubic': 'bicubic'}
@@ -55,7 +54,7 @@ class LoadJpegCropParams(RandomResizedCrop):
     def __init__(self, *args, flip_prob: float = 0.5, backend_args: Optional[dict] = None,
                  **kwargs):
         super().__init__(*args, **kwargs)
-        self.flip = RandomFlip(prob=flip_prob, direction='horizontal')
+        self.draw_flip = FlipDraw(flip_prob, 'LoadJpegCropParams')
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
@@ -74,9 +73,7 @@ class LoadJpegCropParams(RandomResizedCrop):
             raise OSError(f'cannot read image {path}: {e}') from e
         width, height = image.size
         results['crop_box'] = self.rand_crop_params(SimpleNamespace(shape=(height, width)))
-        direction = self.flip._choose_direction()
-        results['flip'] = direction is not None
-        results['flip_direction'] = direction
+        self.draw_flip(results)
         results['img'] = data
         results['img_shape'] = tuple(self.scale)
         results['ori_shape'] = (height, width)

@@ -235,6 +235,8 @@ def test_rejects_unknown_backend_interpolation_and_flip_prob():
         LoadRandomResizedCrop(scale=32, interpolation='lanczos')
     with pytest.raises(ValueError, match=r'flip_prob must be in \[0, 1\], got 1.5'):
         LoadRandomResizedCrop(scale=32, flip_prob=1.5)
+    with pytest.raises(ValueError, match=r'flip_prob must be in \[0, 1\], got 1 \(a float'):
+        LoadRandomResizedCrop(scale=32, flip_prob=1)  # an int, as RandomFlip refuses it
 
 
 @pytest.mark.parametrize('prob', [0.5, 0.25, 0.9, 1.0])

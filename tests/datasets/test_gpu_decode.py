@@ -83,6 +83,14 @@ def test_undecodable_file_is_named(tmp_path, warnings):
         batch(GPU_PIPELINE, [tmp_path / 'text.jpg'], 0)
 
 
+def test_flip_prob_is_refused_as_random_flip_refuses_it():
+    from hgkd_mm.datasets.gpu_decode import LoadJpegCropParams
+    for bad in (1.5, -0.1, 1):
+        with pytest.raises(ValueError, match=r'LoadJpegCropParams: flip_prob must be in '
+                                             r'\[0, 1\], got'):
+            LoadJpegCropParams(scale=32, flip_prob=bad)
+
+
 def test_needs_its_pipeline_and_pseudo_collate(tmp_path, warnings):
     paths = photos(tmp_path, n=2)
     with pytest.raises(ValueError, match='pseudo_collate'):
