@@ -58,45 +58,64 @@ def pipeline_variants(pipeline: List[dict]) -> Dict[str, List[dict]]:
 
 
 def loader_rates(pipelines: Dict[str, List[dict]], data_dir: str, files: List[str],
-                 rounds: int = 3, seed: int = 0) -> Dict[str, dict]:
+                 rounds: int = 5, seed: int = 0, block: int = 10) -> Dict[str, dict]:
     """Images per second of each pipeline in this process (a dataloader worker's work:
-    read, decode, augment, pack), on ``files``, the pipelines alternated round by round so
-    they see the same machine load, with one torch thread and OpenCV's threads off as in
-    a dataloader worker of mmengine. ``img_per_s`` by wall time (median round),
-    ``img_per_s_cpu`` by this process's CPU time (what other jobs on the machine change
-    least)."""
+    read, decode, augment, pack, collate), on ``files``, with one torch thread and OpenCV's
+    threads off as in a dataloader worker of mmengine. The pipelines take turns every
+    ``block`` images, so that they see the same machine speed (on a shared VM it drifts by
+    10% and more within seconds) while each keeps its caches warm over a block, as a worker
+    does; each draws from its own numpy RNG stream, seeded per round, so pipelines that
+    draw alike (this package's loaders and mmpretrain's) crop the same boxes.
+    ``img_per_s`` by wall time, ``img_per_s_cpu`` by this process's CPU time (what other
+    jobs on the machine change least), both from the median round; ``cpu_s_rounds``: the
+    CPU seconds of each round."""
     import cv2
     paths = [osp.join(data_dir, f) for f in files]
     threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
     cv2.setNumThreads(0)
     try:
-        walls, cpus = _timed_rounds(pipelines, paths, rounds, seed)
+        walls, cpus = _timed_rounds(pipelines, paths, rounds, seed, block)
     finally:
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv2_threads)
     return {name: dict(img_per_s=len(paths) / float(np.median(walls[name])),
                        img_per_s_cpu=len(paths) / float(np.median(cpus[name])),
-                       images=len(paths), rounds=rounds) for name in pipelines}
+                       cpu_s_rounds=cpus[name], images=len(paths), rounds=rounds,
+                       block=block) for name in pipelines}
 
 
 def _timed_rounds(pipelines: Dict[str, List[dict]], paths: List[str], rounds: int,
-                  seed: int):
+                  seed: int, block: int):
     """Seconds (wall, CPU) of each pipeline over ``paths``, per round."""
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         composed = {name: Compose(pipeline) for name, pipeline in pipelines.items()}
     walls: Dict[str, list] = {name: [] for name in pipelines}
     cpus: Dict[str, list] = {name: [] for name in pipelines}
-    for round_ in range(rounds + 1):  # round 0 warms the page cache and the imports
-        for name, compose in composed.items():
+    saved = np.random.get_state()
+    try:
+        for round_ in range(rounds + 1):  # round 0 warms the page cache and the imports
             np.random.seed(seed + round_)
-            wall, cpu = time.perf_counter(), time.process_time()
-            with DefaultScope.overwrite_default_scope('mmpretrain'):
-                packed = [compose(dict(img_path=path)) for path in paths]
-            default_collate(packed)  # the batch collates (a worker does it too)
+            streams = {name: np.random.get_state() for name in pipelines}
+            wall = {name: 0.0 for name in pipelines}
+            cpu = {name: 0.0 for name in pipelines}
+            for start in range(0, len(paths), block):
+                for name, compose in composed.items():
+                    np.random.set_state(streams[name])
+                    wall0, cpu0 = time.perf_counter(), time.process_time()
+                    with DefaultScope.overwrite_default_scope('mmpretrain'):
+                        packed = [compose(dict(img_path=path))
+                                  for path in paths[start:start + block]]
+                    default_collate(packed)  # the batch collates (a worker does it too)
+                    wall[name] += time.perf_counter() - wall0
+                    cpu[name] += time.process_time() - cpu0
+                    streams[name] = np.random.get_state()
             if round_:
-                walls[name].append(time.perf_counter() - wall)
-                cpus[name].append(time.process_time() - cpu)
+                for name in pipelines:
+                    walls[name].append(wall[name])
+                    cpus[name].append(cpu[name])
+    finally:
+        np.random.set_state(saved)
     return walls, cpus
 
 
@@ -215,10 +234,18 @@ def data_timings(args, result: dict, loader_images: int = 100) -> dict:
     if 'mmpretrain' in loader:
         data['loader_vs_mmpretrain'] = (loader['config']['img_per_s_cpu']
                                         / loader['mmpretrain']['img_per_s_cpu'])
+        # the same round's CPU seconds, mmpretrain's over the config's
+        data['loader_vs_mmpretrain_rounds'] = [
+            ref / own for ref, own in zip(loader['mmpretrain']['cpu_s_rounds'],
+                                          loader['config']['cpu_s_rounds'])]
     result['data'] = data
     print(f"{'per worker (one process)':28s} {'img/s':>8s} {'img/s by CPU time':>18s}")
     for name, rate in loader.items():
         print(f"{name + ' pipeline':28s} {rate['img_per_s']:8.1f} {rate['img_per_s_cpu']:18.1f}")
+    if 'mmpretrain' in loader:
+        per_round = data['loader_vs_mmpretrain_rounds']
+        print(f"config / mmpretrain per worker by CPU time: {data['loader_vs_mmpretrain']:.2f}x "
+              f"(rounds {min(per_round):.2f}-{max(per_round):.2f}x)")
     print(f"Runner loop on {args.data} ({workers} workers): {runner['img_per_s']:.2f} img/s, "
           f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s: "
           f"Runner / step {data['runner_vs_step']:.3f}"

@@ -7,7 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from hgkd_mm.benchmark.runner_loop import pipeline_variants
+from mmcv.transforms import BaseTransform
+from mmpretrain.registry import TRANSFORMS
+
+from hgkd_mm.benchmark.runner_loop import loader_rates, pipeline_variants
 from helpers import IMAGENET_PREPROCESSOR, load_tool, tiny_hgkd_cfg
 
 PIPELINE = [dict(type='LoadRandomResizedCrop', scale=64, crop_ratio_range=(0.67, 1.0),
@@ -45,6 +48,44 @@ def test_mmpretrain_variant_of_the_loaders():
     assert pipeline_variants([dict(type='LoadImageFromFile')]).keys() == {'config'}
 
 
+DRAWS = []
+
+
+@TRANSFORMS.register_module(force=True)
+class RecordDraw(BaseTransform):
+    """Appends (name, one draw of numpy's global RNG) per image."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def transform(self, results):
+        DRAWS.append((self.name, np.random.random_sample()))
+        return dict(inputs=torch.zeros(1))
+
+
+def test_loader_rates_take_turns_with_a_stream_each(tmp_path):
+    for i in range(7):
+        Image.new('RGB', (8, 8)).save(tmp_path / f'{i}.jpg')
+    files = sorted(p.name for p in tmp_path.iterdir())
+    DRAWS.clear()
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    pipelines = {name: [dict(type='LoadImageFromFile'), dict(type='RecordDraw', name=name)]
+                 for name in ('a', 'b')}
+    rates = loader_rates(pipelines, str(tmp_path), files, rounds=2, seed=5, block=3)
+    assert np.array_equal(np.random.get_state()[1], before)  # the caller's RNG state kept
+    # turns of 3, 3 and 1 images, then the next round
+    assert ''.join(name for name, _ in DRAWS[:16]) == 'aaabbbaaabbbab' + 'aa'
+    draws = {name: [v for n, v in DRAWS if n == name] for name in 'ab'}
+    assert len(draws['a']) == 3 * 7  # a warm-up round and two timed ones
+    assert draws['a'] == draws['b']  # the same stream each, however they interleave
+    np.random.seed(5 + 1)  # round 1 draws from seed + 1
+    assert draws['a'][7:14] == [np.random.random_sample() for _ in range(7)]
+    for rate in rates.values():
+        assert len(rate['cpu_s_rounds']) == 2 and rate['images'] == 7 and rate['block'] == 3
+        assert rate['img_per_s_cpu'] == pytest.approx(7 / np.median(rate['cpu_s_rounds']))
+
+
 def test_data_option_times_runner_and_loaders(tmp_path):
     rng = np.random.default_rng(0)
     images = tmp_path / 'images' / 'sub'
@@ -66,6 +107,7 @@ def test_data_option_times_runner_and_loaders(tmp_path):
     data = json.loads(out.read_text())['data']
     for name in ('config', 'mmpretrain'):
         assert data['loader'][name]['img_per_s'] > 0 and data['loader'][name]['images'] == 5
+    assert len(data['loader_vs_mmpretrain_rounds']) == data['loader']['config']['rounds']
     runner = data['runner']
     assert (runner['iters'], runner['warmup'], runner['batch_size']) == (3, 1, 2)
     assert runner['img_per_s'] > 0 and 0 <= runner['data_wait'] < 1
