@@ -107,7 +107,11 @@ def test_data_option_times_runner_and_loaders(tmp_path):
     data = json.loads(out.read_text())['data']
     for name in ('config', 'mmpretrain'):
         assert data['loader'][name]['img_per_s'] > 0 and data['loader'][name]['images'] == 5
-    assert len(data['loader_vs_mmpretrain_rounds']) == data['loader']['config']['rounds']
+    rounds = data['loader_vs_mmpretrain_rounds']
+    assert len(rounds) == data['loader']['config']['rounds']
+    assert rounds == pytest.approx([ref / own for ref, own in zip(
+        data['loader']['mmpretrain']['cpu_s_rounds'], data['loader']['config']['cpu_s_rounds'])])
+    assert data['loader_vs_mmpretrain'] == pytest.approx(np.median(rounds))
     runner = data['runner']
     assert (runner['iters'], runner['warmup'], runner['batch_size']) == (3, 1, 2)
     assert runner['img_per_s'] > 0 and 0 <= runner['data_wait'] < 1
