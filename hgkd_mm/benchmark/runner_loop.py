@@ -11,7 +11,7 @@ import os
 import os.path as osp
 import tempfile
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -208,11 +208,14 @@ def time_runner_loop(cfg: Config, model: ConfigDict, data_dir: str, batch_size: 
                     cfg.default_hooks.get('logger', {}).get('interval', 10), warmup + iters))
 
 
-def data_timings(args, result: dict, loader_images: int = 100) -> dict:
+def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None,
+                 loader_images: int = 100) -> dict:
     """``benchmark_pretrain.py --data``: beside ``result``'s bare step (``result['hgkd']``),
     the loader-only rate per worker of the config's pipeline and of mmpretrain's (on the
     first ``loader_images`` images) and the Runner's loop at the same batch size, model
-    and precision. Adds them to ``result['data']`` and prints them."""
+    and precision; ``retime`` times the bare step again after the loop (its summary), and
+    the loop is compared with the mean of the two. Adds them to ``result['data']`` and
+    prints them."""
     from . import hgkd_config, hgkd_model_cfg
     cfg = hgkd_config(args.config, args.cfg_options)
     model = hgkd_model_cfg(cfg, args)
@@ -225,12 +228,16 @@ def data_timings(args, result: dict, loader_images: int = 100) -> dict:
                           files[:loader_images])
     runner = time_runner_loop(cfg, model, args.data, args.batch_size, args.iters, args.warmup,
                               workers, amp=result['amp'] == 'bf16')
-    step = result['hgkd']['img_per_s']
+    # the bare step before the Runner (result['hgkd']) and, with ``retime``, after it: their
+    # mean, so that a machine whose speed drifts (a shared VM) moves both sides alike
+    steps = [result['hgkd']] + ([retime()] if retime else [])
+    step = float(np.mean([s['img_per_s'] for s in steps]))
     data = dict(dir=args.data, loader=loader, runner=runner, step_img_per_s=step,
+                step_img_per_s_each=[s['img_per_s'] for s in steps],
                 runner_vs_step=runner['img_per_s'] / step)
     if 'cpu_ms_median' in result['hgkd']:  # CPU: other jobs on the machine change it least
         data['runner_cpu_vs_step_cpu'] = (runner['cpu_ms_per_iter']
-                                          / result['hgkd']['cpu_ms_median'])
+                                          / np.mean([s['cpu_ms_median'] for s in steps]))
     if 'mmpretrain' in loader:
         # per round (the pipelines took turns in it), mmpretrain's CPU seconds over the
         # config's; the median of these paired ratios
@@ -247,7 +254,8 @@ def data_timings(args, result: dict, loader_images: int = 100) -> dict:
         print(f"config / mmpretrain per worker by CPU time: {data['loader_vs_mmpretrain']:.2f}x "
               f"(median of {len(per_round)} rounds, {min(per_round):.2f}-{max(per_round):.2f}x)")
     print(f"Runner loop on {args.data} ({workers} workers): {runner['img_per_s']:.2f} img/s, "
-          f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s: "
+          f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s "
+          f"(before and after: {' and '.join(f'{v:.2f}' for v in data['step_img_per_s_each'])}): "
           f"Runner / step {data['runner_vs_step']:.3f}"
           + (f", by CPU time step / Runner {1 / data['runner_cpu_vs_step_cpu']:.3f}"
              if 'runner_cpu_vs_step_cpu' in data else ''))

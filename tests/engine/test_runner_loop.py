@@ -104,7 +104,12 @@ def test_data_option_times_runner_and_loaders(tmp_path):
              '--out', str(out)])
     finally:
         torch.set_num_threads(threads)
-    data = json.loads(out.read_text())['data']
+    result = json.loads(out.read_text())
+    data = result['data']
+    # the bare step before the Runner loop and again after it; the loop against their mean
+    before, after = data['step_img_per_s_each']
+    assert before == result['hgkd']['img_per_s'] and after > 0
+    assert data['step_img_per_s'] == pytest.approx((before + after) / 2)
     for name in ('config', 'mmpretrain'):
         assert data['loader'][name]['img_per_s'] > 0 and data['loader'][name]['images'] == 5
     rounds = data['loader_vs_mmpretrain_rounds']
