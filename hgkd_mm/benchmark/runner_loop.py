@@ -253,9 +253,11 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
         per_round = data['loader_vs_mmpretrain_rounds']
         print(f"config / mmpretrain per worker by CPU time: {data['loader_vs_mmpretrain']:.2f}x "
               f"(median of {len(per_round)} rounds, {min(per_round):.2f}-{max(per_round):.2f}x)")
+    steps_each = data['step_img_per_s_each']
     print(f"Runner loop on {args.data} ({workers} workers): {runner['img_per_s']:.2f} img/s, "
-          f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s "
-          f"(before and after: {' and '.join(f'{v:.2f}' for v in data['step_img_per_s_each'])}): "
+          f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s"
+          + (' (the mean of {:.2f} before and {:.2f} after)'.format(*steps_each)
+             if len(steps_each) == 2 else '') + ': '
           f"Runner / step {data['runner_vs_step']:.3f}"
           + (f", by CPU time step / Runner {1 / data['runner_cpu_vs_step_cpu']:.3f}"
              if 'runner_cpu_vs_step_cpu' in data else ''))
