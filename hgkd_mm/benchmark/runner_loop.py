@@ -231,10 +231,10 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
     # the bare step before the Runner (result['hgkd']) and, with ``retime``, after it: their
     # mean, so that a machine whose speed drifts (a shared VM) moves both sides alike
     steps = [result['hgkd']] + ([retime()] if retime else [])
-    step = float(np.mean([s['img_per_s'] for s in steps]))
+    steps_each = [s['img_per_s'] for s in steps]
+    step = float(np.mean(steps_each))
     data = dict(dir=args.data, loader=loader, runner=runner, step_img_per_s=step,
-                step_img_per_s_each=[s['img_per_s'] for s in steps],
-                runner_vs_step=runner['img_per_s'] / step)
+                step_img_per_s_each=steps_each, runner_vs_step=runner['img_per_s'] / step)
     if 'cpu_ms_median' in result['hgkd']:  # CPU: other jobs on the machine change it least
         data['runner_cpu_vs_step_cpu'] = (runner['cpu_ms_per_iter']
                                           / np.mean([s['cpu_ms_median'] for s in steps]))
@@ -253,7 +253,6 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
         per_round = data['loader_vs_mmpretrain_rounds']
         print(f"config / mmpretrain per worker by CPU time: {data['loader_vs_mmpretrain']:.2f}x "
               f"(median of {len(per_round)} rounds, {min(per_round):.2f}-{max(per_round):.2f}x)")
-    steps_each = data['step_img_per_s_each']
     print(f"Runner loop on {args.data} ({workers} workers): {runner['img_per_s']:.2f} img/s, "
           f"{runner['data_wait']:.1%} of it waiting for data; bare step {step:.2f} img/s"
           + (' (the mean of {:.2f} before and {:.2f} after)'.format(*steps_each)
