@@ -39,6 +39,28 @@ def image_files(data_dir: str) -> List[str]:
     return files
 
 
+def image_encoding(paths: List[str]) -> dict:
+    """What the loaders' speed depends on, read from the files' headers: how many are
+    JPEGs, their chroma subsampling (``'444'``, ``'422'``, ``'420'``; ``'other'`` for
+    greyscale and the rest), and their mean pixels and compressed bits per pixel. The
+    entropy decode that dominates a loader grows with the bits; a ratio between two
+    pipelines moves with both (docs/data_pipeline.md)."""
+    from PIL import Image, JpegImagePlugin
+    subsampling = {'444': 0, '422': 0, '420': 0, 'other': 0}
+    pixels, bits = [], []
+    for path in paths:
+        with Image.open(path) as image:
+            if image.format != 'JPEG':
+                continue
+            code = JpegImagePlugin.get_sampling(image) if image.mode == 'RGB' else -1
+            subsampling[{0: '444', 1: '422', 2: '420'}.get(code, 'other')] += 1
+            pixels.append(image.width * image.height)
+            bits.append(8 * osp.getsize(path) / pixels[-1])
+    return dict(images=len(paths), jpeg=len(pixels), subsampling=subsampling,
+                mean_pixels=float(np.mean(pixels)) if pixels else 0.0,
+                bits_per_pixel=float(np.mean(bits)) if bits else 0.0)
+
+
 def pipeline_variants(pipeline: List[dict]) -> Dict[str, List[dict]]:
     """``{'config': pipeline}`` and, where it loads with this package's random-resized-crop
     loaders, ``'mmpretrain'``: the same pipeline with ``LoadImageFromFile`` + mmpretrain's
@@ -226,6 +248,7 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
     workers = cfg.train_dataloader.num_workers if args.workers is None else args.workers
     loader = loader_rates(pipeline_variants(cfg.train_dataloader.dataset.pipeline), args.data,
                           files[:loader_images])
+    encoding = image_encoding([osp.join(args.data, f) for f in files[:loader_images]])
     runner = time_runner_loop(cfg, model, args.data, args.batch_size, args.iters, args.warmup,
                               workers, amp=result['amp'] == 'bf16')
     # the bare step before the Runner (result['hgkd']) and, with ``retime``, after it: their
@@ -233,8 +256,9 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
     steps = [result['hgkd']] + ([retime()] if retime else [])
     steps_each = [s['img_per_s'] for s in steps]
     step = float(np.mean(steps_each))
-    data = dict(dir=args.data, loader=loader, runner=runner, step_img_per_s=step,
-                step_img_per_s_each=steps_each, runner_vs_step=runner['img_per_s'] / step)
+    data = dict(dir=args.data, encoding=encoding, loader=loader, runner=runner,
+                step_img_per_s=step, step_img_per_s_each=steps_each,
+                runner_vs_step=runner['img_per_s'] / step)
     if 'cpu_ms_median' in result['hgkd']:  # CPU: other jobs on the machine change it least
         data['runner_cpu_vs_step_cpu'] = (runner['cpu_ms_per_iter']
                                           / np.mean([s['cpu_ms_median'] for s in steps]))
@@ -246,6 +270,10 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
                                           loader['config']['cpu_s_rounds'])]
         data['loader_vs_mmpretrain'] = float(np.median(data['loader_vs_mmpretrain_rounds']))
     result['data'] = data
+    chroma = ', '.join(f'{n} {k}' for k, n in encoding['subsampling'].items() if n)
+    print(f"loader images: {encoding['jpeg']} of {encoding['images']} JPEG ({chroma}), "
+          f"{encoding['mean_pixels'] / 1e6:.2f} Mpx and {encoding['bits_per_pixel']:.2f} "
+          'bits per pixel on average')
     print(f"{'per worker (one process)':28s} {'img/s':>8s} {'img/s by CPU time':>18s}")
     for name, rate in loader.items():
         print(f"{name + ' pipeline':28s} {rate['img_per_s']:8.1f} {rate['img_per_s_cpu']:18.1f}")

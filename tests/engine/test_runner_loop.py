@@ -10,7 +10,7 @@ from PIL import Image
 from mmcv.transforms import BaseTransform
 from mmpretrain.registry import TRANSFORMS
 
-from hgkd_mm.benchmark.runner_loop import loader_rates, pipeline_variants
+from hgkd_mm.benchmark.runner_loop import image_encoding, loader_rates, pipeline_variants
 from helpers import IMAGENET_PREPROCESSOR, load_tool, tiny_hgkd_cfg
 
 PIPELINE = [dict(type='LoadRandomResizedCrop', scale=64, crop_ratio_range=(0.67, 1.0),
@@ -110,6 +110,7 @@ def test_data_option_times_runner_and_loaders(tmp_path):
     before, after = data['step_img_per_s_each']
     assert before == result['hgkd']['img_per_s'] and after > 0
     assert data['step_img_per_s'] == pytest.approx((before + after) / 2)
+    assert data['encoding']['jpeg'] == 5 and data['encoding']['subsampling']['420'] == 5
     for name in ('config', 'mmpretrain'):
         assert data['loader'][name]['img_per_s'] > 0 and data['loader'][name]['images'] == 5
     rounds = data['loader_vs_mmpretrain_rounds']
@@ -121,6 +122,24 @@ def test_data_option_times_runner_and_loaders(tmp_path):
     assert (runner['iters'], runner['warmup'], runner['batch_size']) == (3, 1, 2)
     assert runner['img_per_s'] > 0 and 0 <= runner['data_wait'] < 1
     assert data['runner_vs_step'] == pytest.approx(runner['img_per_s'] / data['step_img_per_s'])
+
+
+def test_image_encoding_reads_the_headers(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    for name, subsampling in (('a', 0), ('b', 2), ('c', 2), ('d', 1)):
+        photo.save(tmp_path / f'{name}.jpg', subsampling=subsampling, quality=90)
+    photo.convert('L').save(tmp_path / 'grey.jpg')
+    photo.save(tmp_path / 'e.png')
+    paths = sorted(str(p) for p in tmp_path.iterdir())
+    encoding = image_encoding(paths)
+    assert encoding['images'] == 6 and encoding['jpeg'] == 5
+    assert encoding['subsampling'] == {'444': 1, '422': 1, '420': 2, 'other': 1}
+    assert encoding['mean_pixels'] == 40 * 60
+    jpegs = [p for p in paths if p.endswith('.jpg')]
+    sizes = [(tmp_path / p).stat().st_size for p in jpegs]
+    assert encoding['bits_per_pixel'] == pytest.approx(8 * np.mean(sizes) / (40 * 60))
+    assert image_encoding([str(tmp_path / 'e.png')])['bits_per_pixel'] == 0.0  # no JPEG
 
 
 def test_data_must_be_a_folder(tmp_path):
