@@ -143,7 +143,8 @@ def _timed_rounds(pipelines: Dict[str, List[dict]], paths: List[str], rounds: in
 
 class IterClock(Hook):
     """Wall time (and this process's CPU time) from the end of the ``warmup``-th training
-    iteration to the end of the last, the device synchronised at both ends only (so the
+    iteration (with no warm-up: from the start of the epoch, before the first batch is
+    loaded) to the end of the last, the device synchronised at both ends only (so the
     loop overlaps as in a run), and ``IterTimerHook``'s ``time`` / ``data_time`` of the
     iterations in between."""
 
@@ -154,6 +155,10 @@ class IterClock(Hook):
         self.start = self.start_cpu = self.end = self.end_cpu = None
         self.seconds: List[float] = []
         self.data_seconds: List[float] = []
+
+    def before_train_epoch(self, runner) -> None:
+        if self.warmup == 0:  # no warm-up: from before the first batch is loaded
+            self.start, self.start_cpu = time.perf_counter(), time.process_time()
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         done = runner.iter + 1  # iterations finished, this one included

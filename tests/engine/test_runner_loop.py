@@ -1,6 +1,7 @@
 """benchmark_pretrain.py --data: the Runner loop on a folder of JPEGs and the loader-only
 rates, beside the bare step (hgkd_mm/benchmark/runner_loop.py)."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,9 +9,11 @@ import torch
 from PIL import Image
 
 from mmcv.transforms import BaseTransform
+from mmengine.logging import MessageHub
 from mmpretrain.registry import TRANSFORMS
 
-from hgkd_mm.benchmark.runner_loop import image_encoding, loader_rates, pipeline_variants
+from hgkd_mm.benchmark.runner_loop import (IterClock, image_encoding, loader_rates,
+                                           pipeline_variants)
 from helpers import IMAGENET_PREPROCESSOR, load_tool, tiny_hgkd_cfg
 
 PIPELINE = [dict(type='LoadRandomResizedCrop', scale=64, crop_ratio_range=(0.67, 1.0),
@@ -122,6 +125,25 @@ def test_data_option_times_runner_and_loaders(tmp_path):
     assert (runner['iters'], runner['warmup'], runner['batch_size']) == (3, 1, 2)
     assert runner['img_per_s'] > 0 and 0 <= runner['data_wait'] < 1
     assert data['runner_vs_step'] == pytest.approx(runner['img_per_s'] / data['step_img_per_s'])
+
+
+@pytest.mark.parametrize('warmup', [0, 1])
+def test_iter_clock_times_the_iterations_after_the_warmup(warmup):
+    hub = MessageHub.get_instance('iter_clock_test')
+    runner = SimpleNamespace(iter=0, max_iters=3, message_hub=hub)
+    clock = IterClock(warmup)
+    clock.before_train_epoch(runner)
+    for i in range(3):
+        runner.iter = i
+        hub.update_scalar('train/time', 0.5 + i)
+        hub.update_scalar('train/data_time', 0.1 * i)
+        if i == warmup:
+            timed_from = clock.start
+            assert timed_from is not None  # set by the epoch's start or the warm-up's end
+        clock.after_train_iter(runner, i)
+    assert clock.start == timed_from and clock.end >= clock.start
+    assert clock.seconds == [0.5 + i for i in range(warmup, 3)]
+    assert clock.data_seconds == pytest.approx([0.1 * i for i in range(warmup, 3)])
 
 
 def test_image_encoding_reads_the_headers(tmp_path):
