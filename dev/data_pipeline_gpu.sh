@@ -18,7 +18,8 @@
 # a table of Runner / step ratios is printed at the end.
 # Environment: PYTHON (python3), BATCH (128), ITERS (20), WARMUP (5), WORKERS (16),
 # LOADERS ("fast gpu mmpretrain"), OUT (work_dirs/data_bench), DATA (work_dirs/jpegs),
-# MIB (50), RUN_TIMEOUT (seconds per loader; 0: none).
+# MIB (50), RUN_TIMEOUT (seconds per loader; 0: none), SRC (../shared/data: prepare's
+# photos). The settings are checked before anything is installed or written.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,20 +33,42 @@ OUT=${OUT:-work_dirs/data_bench}
 DATA=${DATA:-work_dirs/jpegs}
 MIB=${MIB:-50}
 RUN_TIMEOUT=${RUN_TIMEOUT:-0}
+SRC=${SRC:-../shared/data}
 export PYTHONUNBUFFERED=1
+KNOWN_LOADERS=" fast gpu mmpretrain "
+
+fail() { echo "$*" >&2; exit 2; }
+
+check_settings() {
+  local name
+  for name in BATCH ITERS WORKERS; do
+    [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || fail "$name must be a positive integer, got '${!name}'"
+  done
+  [[ "$WARMUP" =~ ^[0-9]+$ ]] || fail "WARMUP must be a non-negative integer, got '$WARMUP'"
+  [[ "$RUN_TIMEOUT" =~ ^[0-9]+$ ]] \
+    || fail "RUN_TIMEOUT must be a number of seconds (0: none), got '$RUN_TIMEOUT'"
+  [[ "$MIB" =~ ^[1-9][0-9]*$ ]] || fail "MIB must be a positive integer, got '$MIB'"
+  [[ -n "${LOADERS// }" ]] || fail "LOADERS is empty (fast, gpu, mmpretrain)"
+  for name in $LOADERS; do
+    [[ "$KNOWN_LOADERS" == *" $name "* ]] \
+      || fail "LOADERS: unknown loader '$name' (fast, gpu, mmpretrain)"
+  done
+}
 
 prepare() {
-  "$PY" - "$DATA" "$MIB" <<'EOF'
+  [[ -d "$SRC/coco-tiny" && -d "$SRC/imagenet-sample" ]] \
+    || fail "SRC=$SRC: no coco-tiny and imagenet-sample folders in it"
+  "$PY" - "$DATA" "$MIB" "$SRC" <<'EOF'
 import glob, os, shutil, sys
 from PIL import Image
-out, limit = sys.argv[1], float(sys.argv[2]) * 2**20
+out, limit, src = sys.argv[1], float(sys.argv[2]) * 2**20, sys.argv[3]
 os.makedirs(out, exist_ok=True)
 total = 0
-for path in sorted(glob.glob('../shared/data/coco-tiny/*2017/*.jpg')):
+for path in sorted(glob.glob(f'{src}/coco-tiny/*2017/*.jpg')):
     shutil.copy(path, out)
     total += os.path.getsize(path)
-for path in sorted(glob.glob('../shared/data/imagenet-sample/*/*.JPEG')
-                   + glob.glob('../shared/data/imagenet-sample/*/*.jpg')):
+for path in sorted(glob.glob(f'{src}/imagenet-sample/*/*.JPEG')
+                   + glob.glob(f'{src}/imagenet-sample/*/*.jpg')):
     image = Image.open(path).convert('RGB')
     scale = 480 / min(image.size)
     target = os.path.join(out, 'in_' + os.path.basename(path).rsplit('.', 1)[0] + '.jpg')
@@ -63,6 +86,8 @@ EOF
 }
 
 run() {
+  [[ -d "$DATA" ]] && compgen -G "$DATA/*.jpg" > /dev/null \
+    || fail "DATA=$DATA: no .jpg files in it (bash dev/data_pipeline_gpu.sh prepare makes them)"
   mkdir -p "$OUT"
   if compgen -G "wheels/*.whl" > /dev/null; then
     "$PY" -m pip install --no-index --no-deps wheels/*.whl > "$OUT/install.log" 2>&1
@@ -86,7 +111,7 @@ EOF
       fast) config=configs/pretrain/hgkd_r50.py ;;
       gpu) config=configs/pretrain/hgkd_r50_gpu-decode.py ;;
       mmpretrain) config=$OUT/hgkd_r50_mmpretrain-loader.py ;;
-      *) echo "unknown loader '$loader' (fast, gpu, mmpretrain)" >&2; exit 2 ;;
+      *) fail "LOADERS: '$loader' is in KNOWN_LOADERS but has no case here" ;;
     esac
     limit=()
     [[ "$RUN_TIMEOUT" != 0 ]] && limit=(timeout "$RUN_TIMEOUT")
@@ -100,11 +125,12 @@ import json, os, sys
 print(f"{'loader':12s} {'step img/s':>11s} {'Runner img/s':>13s} {'Runner/step':>12s} "
       f"{'data wait':>10s} {'worker img/s':>13s}")
 for loader in sys.argv[2:]:
-    path = os.path.join(sys.argv[1], loader + '.json')
-    if not os.path.exists(path) or 'data' not in json.load(open(path)):
+    try:  # a run stopped by RUN_TIMEOUT or an error has no JSON, or none with 'data'
+        with open(os.path.join(sys.argv[1], loader + '.json')) as f:
+            data = json.load(f)['data']
+    except (OSError, ValueError, KeyError):
         print(f'{loader:12s} (no result)')
         continue
-    data = json.load(open(path))['data']
     print(f"{loader:12s} {data['step_img_per_s']:11.0f} {data['runner']['img_per_s']:13.0f} "
           f"{data['runner_vs_step']:12.3f} {data['runner']['data_wait']:10.1%} "
           f"{data['loader']['config']['img_per_s']:13.0f}")
@@ -112,7 +138,7 @@ EOF
 }
 
 case ${1:-} in
-  prepare) prepare ;;
-  run) run ;;
-  *) echo "usage: bash dev/data_pipeline_gpu.sh prepare|run" >&2; exit 2 ;;
+  prepare) check_settings; prepare ;;
+  run) check_settings; run ;;
+  *) fail "usage: bash dev/data_pipeline_gpu.sh prepare|run" ;;
 esac
