@@ -28,13 +28,19 @@ def main(argv=None):
     if osp.abspath(args.dst) == osp.abspath(args.src):
         parser.error('dst must not be src: the originals would be overwritten')
     files = image_files(args.src)
-    os.makedirs(args.dst, exist_ok=True)
+    targets = {}
     for name in files:
-        target = osp.join(args.dst, osp.splitext(name.replace(os.sep, '_'))[0] + '.jpg')
+        target = osp.splitext(name.replace(os.sep, '_'))[0] + '.jpg'
+        if target in targets:
+            parser.error(f'{name} and {targets[target]} would both be written to {target}')
+        targets[target] = name
+    os.makedirs(args.dst, exist_ok=True)
+    for target, name in targets.items():
         with Image.open(osp.join(args.src, name)) as image:
             # upright, as the loaders see it: the EXIF orientation is not written again
-            ImageOps.exif_transpose(image).convert('RGB').save(target, quality=args.quality,
-                                      subsampling=SUBSAMPLING[args.subsampling])
+            upright = ImageOps.exif_transpose(image).convert('RGB')
+        upright.save(osp.join(args.dst, target), quality=args.quality,
+                     subsampling=SUBSAMPLING[args.subsampling])
     print(f'{len(files)} JPEGs (quality {args.quality}, {args.subsampling}) in {args.dst}')
 
 

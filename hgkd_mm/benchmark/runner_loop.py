@@ -275,10 +275,11 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
                                           loader['config']['cpu_s_rounds'])]
         data['loader_vs_mmpretrain'] = float(np.median(data['loader_vs_mmpretrain_rounds']))
     result['data'] = data
-    chroma = ', '.join(f'{n} {k}' for k, n in encoding['subsampling'].items() if n)
-    print(f"loader images: {encoding['jpeg']} of {encoding['images']} JPEG ({chroma}), "
-          f"{encoding['mean_pixels'] / 1e6:.2f} Mpx and {encoding['bits_per_pixel']:.2f} "
-          'bits per pixel on average')
+    if encoding['jpeg']:
+        chroma = ', '.join(f'{n} {k}' for k, n in encoding['subsampling'].items() if n)
+        print(f"loader images: {encoding['jpeg']} of {encoding['images']} JPEG ({chroma}), "
+              f"{encoding['mean_pixels'] / 1e6:.2f} Mpx and {encoding['bits_per_pixel']:.2f} "
+              'bits per pixel on average')
     print(f"{'per worker (one process)':28s} {'img/s':>8s} {'img/s by CPU time':>18s}")
     for name, rate in loader.items():
         print(f"{name + ' pipeline':28s} {rate['img_per_s']:8.1f} {rate['img_per_s_cpu']:18.1f}")

@@ -49,6 +49,15 @@ def test_rejects_bad_options(tool, tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_refuses_two_images_with_one_name(tool, tmp_path, capsys):
+    Image.new('RGB', (8, 8)).save(tmp_path / 'x.jpg')
+    Image.new('RGB', (8, 8)).save(tmp_path / 'x.png')
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path), str(tmp_path / 'dst')])
+    assert 'x.png and x.jpg would both be written to x.jpg' in capsys.readouterr().err
+    assert not (tmp_path / 'dst').exists()
+
+
 def test_refuses_to_write_over_the_originals(tool, tmp_path, capsys):
     Image.new('RGB', (8, 8)).save(tmp_path / 'x.jpg')
     with pytest.raises(SystemExit):
