@@ -27,7 +27,7 @@ def main(argv=None):
         parser.error(f'--quality must be in 1-95, got {args.quality}')
     if osp.abspath(args.dst) == osp.abspath(args.src):
         parser.error('dst must not be src: the originals would be overwritten')
-    files = image_files(args.src)
+    files = image_files(args.src, option='src')
     targets = {}
     for name in files:
         target = osp.splitext(name.replace(os.sep, '_'))[0] + '.jpg'

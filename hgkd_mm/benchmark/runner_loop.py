@@ -27,15 +27,16 @@ LOADERS = ('LoadRandomResizedCrop', 'LoadJpegCropParams')
 NOT_CROP_ARGS = ('type', 'draft', 'backend', 'backend_args', 'flip_prob')
 
 
-def image_files(data_dir: str) -> List[str]:
-    """The images under ``data_dir`` (recursive, sorted), relative to it."""
+def image_files(data_dir: str, option: str = '--data') -> List[str]:
+    """The images under ``data_dir`` (recursive, sorted), relative to it; a missing or
+    empty folder stops with a message naming the command-line ``option`` that gave it."""
     if not osp.isdir(data_dir):
-        raise SystemExit(f'--data {data_dir}: not a folder')
+        raise SystemExit(f'{option} {data_dir}: not a folder')
     files = sorted(osp.relpath(osp.join(root, name), data_dir)
                    for root, _, names in os.walk(data_dir) for name in names
                    if name.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise SystemExit(f'--data {data_dir}: no {"/".join(IMAGE_EXTENSIONS)} images in it')
+        raise SystemExit(f'{option} {data_dir}: no {"/".join(IMAGE_EXTENSIONS)} images in it')
     return files
 
 

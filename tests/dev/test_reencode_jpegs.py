@@ -49,6 +49,14 @@ def test_rejects_bad_options(tool, tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_names_src_when_it_has_no_images(tool, tmp_path):
+    with pytest.raises(SystemExit, match=f'^src {tmp_path / "missing"}: not a folder$'):
+        tool.main([str(tmp_path / 'missing'), str(tmp_path / 'dst')])
+    with pytest.raises(SystemExit, match=f'^src {tmp_path}: no .* images in it$'):
+        tool.main([str(tmp_path), str(tmp_path / 'dst')])
+    assert not (tmp_path / 'dst').exists()
+
+
 def test_refuses_two_images_with_one_name(tool, tmp_path, capsys):
     Image.new('RGB', (8, 8)).save(tmp_path / 'x.jpg')
     Image.new('RGB', (8, 8)).save(tmp_path / 'x.png')
