@@ -212,12 +212,12 @@ def runner_cfg(cfg: Config, model: ConfigDict, data_dir: str, files: List[str],
     return cfg
 
 
-def time_runner_loop(cfg: Config, model: ConfigDict, data_dir: str, batch_size: int,
-                     iters: int, warmup: int, num_workers: int, amp: bool) -> dict:
+def time_runner_loop(cfg: Config, model: ConfigDict, data_dir: str, files: List[str],
+                     batch_size: int, iters: int, warmup: int, num_workers: int,
+                     amp: bool) -> dict:
     """img/s of ``Runner.train()``'s iterations after ``warmup`` (loading with
-    ``num_workers`` workers, hooks, logging, step) on the images of ``data_dir``."""
+    ``num_workers`` workers, hooks, logging, step) on ``files`` of ``data_dir``."""
     from mmengine.runner import Runner
-    files = image_files(data_dir)
     with tempfile.TemporaryDirectory(prefix='runner_loop_') as work_dir:
         runner = Runner.from_cfg(runner_cfg(cfg, model, data_dir, files, batch_size,
                                             warmup + iters, num_workers, amp, work_dir))
@@ -255,8 +255,8 @@ def data_timings(args, result: dict, retime: Optional[Callable[[], dict]] = None
     loader = loader_rates(pipeline_variants(cfg.train_dataloader.dataset.pipeline), args.data,
                           files[:loader_images])
     encoding = image_encoding([osp.join(args.data, f) for f in files[:loader_images]])
-    runner = time_runner_loop(cfg, model, args.data, args.batch_size, args.iters, args.warmup,
-                              workers, amp=result['amp'] == 'bf16')
+    runner = time_runner_loop(cfg, model, args.data, files, args.batch_size, args.iters,
+                              args.warmup, workers, amp=result['amp'] == 'bf16')
     # the bare step before the Runner (result['hgkd']) and, with ``retime``, after it: their
     # mean, so that a machine whose speed drifts (a shared VM) moves both sides alike
     steps = [result['hgkd']] + ([retime()] if retime else [])
